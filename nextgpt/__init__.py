@@ -1,0 +1,1 @@
+"""NExT-GPT: any-to-any multimodal LLM (research reimplementation)."""

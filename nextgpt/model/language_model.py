@@ -1,0 +1,146 @@
+"""The LLM side: tokenizer and LLaMA loading (transformers), signal-token registration, the tiny LLM builder.
+
+LoRA (peft) wrapping lives with the composed model; this module only knows about the plain LLM.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..constants import DEFAULT_SIGNAL_COUNTS, MODALITIES
+from ..conversation import TEMPLATES, SignalVocab, tokens_to_register
+from ..errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+
+def load_tokenizer(path: str | Path, max_length: int = 2048):
+    """The LLM tokenizer, right-padded, pad = unk as the reference's v1 setup does (spec §5.1 step 7)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), model_max_length=max_length, padding_side="right")
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot load a tokenizer from {path}: {exc}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.unk_token if tok.unk_token is not None else tok.eos_token
+    return tok
+
+
+def load_llm(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """transformers' LlamaForCausalLM from a directory (or hub id)."""
+    from transformers import LlamaForCausalLM
+
+    try:
+        model = LlamaForCausalLM.from_pretrained(str(path), dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot load a LLaMA model from {path}: {exc}") from None
+    return model.to(device)
+
+
+def register_signal_tokens(tokenizer, model, layout: str, counts: dict[str, int] | None = None
+                           ) -> tuple[SignalVocab, list[int]]:
+    """Add the signal tokens (spec §2) to the tokenizer and grow the embedding and LM head to match.
+
+    New rows of both matrices start at the mean of the pre-existing rows (spec §2.1; LEGACY's random init,
+    §12.47, is not copied). Tokens already in the tokenizer (a saved stage tokenizer) are not added again.
+    Returns the signal vocabulary and the ids of every registered token (the rows that may train).
+    """
+    counts = counts or dict(DEFAULT_SIGNAL_COUNTS)
+    wanted = tokens_to_register(layout, counts)
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in wanted if t not in vocab]
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
+    if model is not None:
+        old_rows = model.get_input_embeddings().weight.shape[0]
+        if len(tokenizer) > old_rows:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+            with torch.no_grad():
+                for matrix in _embedding_matrices(model):
+                    matrix[old_rows:] = matrix[:old_rows].mean(dim=0, keepdim=True)
+        elif len(tokenizer) < old_rows:
+            logger.info("tokenizer has %d tokens, embedding %d rows (extra rows unused)", len(tokenizer), old_rows)
+    ids = tokenizer.convert_tokens_to_ids(wanted)
+    return SignalVocab.from_tokenizer(tokenizer, layout, counts), list(ids)
+
+
+def _embedding_matrices(model) -> list[torch.Tensor]:
+    inp = model.get_input_embeddings().weight
+    out = model.get_output_embeddings()
+    if out is None or out.weight is inp:
+        return [inp]
+    return [inp, out.weight]
+
+
+# ------------------------------------------------------------------------------------------ tiny LLM
+
+TINY_LLM = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=4)
+TINY_VOCAB_SIZE = 1000
+
+# Words the embedded default talks about; everything else still tokenizes through byte fallback.
+_TINY_WORDS = """
+a an the of and or to in on at with for from by is are was were be this that these those it its there here
+image picture photo photograph video clip movie film audio sound recording sample track noise tone music
+red green blue yellow orange purple pink white black gray grey cyan magenta brown dark light bright
+circle square triangle rectangle star ellipse line dot shape shapes ball box
+moving moves left right up down across slowly quickly bouncing rising falling spinning growing shrinking
+sine beep beeps chirp chirps rising falling hum buzz whistle white noise pink noise silence loud quiet high low
+pitch frequency hertz hz second seconds
+show me generate create make produce draw render display give please can could would you i want like
+what is about describe summary summarize caption tell explain happening see hear
+sure here certainly of course okay for your reference hope this helps
+user assistant human chat curious artificial intelligence helpful detailed polite answers questions
+background foreground center middle top bottom corner small large big tiny
+one two three four five six seven eight nine ten
+"""
+
+
+def _tiny_corpus() -> list[str]:
+    lines = [t.system for t in TEMPLATES.values() if t.system]
+    words = _TINY_WORDS.split()
+    for i in range(0, len(words), 7):
+        lines.append(" ".join(words[i:i + 12]))
+    lines += [f"{w.capitalize()} {w}. {w}, {w}? {w}!" for w in words]
+    lines += ["USER: ASSISTANT: Human: Assistant: ### \n 0123456789 .,;:!?'\"()[]{}<>/-_+=*#&%$@"]
+    return lines
+
+
+def build_tiny_llm(outdir: str | Path, seed: int = 0, vocab_size: int = TINY_VOCAB_SIZE, **arch) -> Path:
+    """Write a tiny random LLaMA with a locally trained SentencePiece tokenizer, in the on-disk format of
+    Vicuna (config.json, model.safetensors, tokenizer.model, tokenizer.json), loadable offline with
+    AutoTokenizer / AutoModelForCausalLM."""
+    import sentencepiece as spm
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    model_proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_tiny_corpus()), model_writer=model_proto, model_type="bpe",
+        vocab_size=vocab_size, byte_fallback=True, character_coverage=1.0, split_digits=True,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, hard_vocab_limit=False, minloglevel=2, num_threads=1)
+    (outdir / "tokenizer.model").write_bytes(model_proto.getvalue())
+    tokenizer = LlamaTokenizer.from_pretrained(str(outdir))
+    tokenizer.save_pretrained(str(outdir))
+
+    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, rms_norm_eps=1e-5,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
+                         **{**TINY_LLM, **arch})
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(str(outdir))
+    return outdir
+
+
+def copy_tokenizer_files(src: str | Path, dst: str | Path) -> None:
+    """Copy the SentencePiece model file along with a tokenizer saved by save_pretrained, when there is one."""
+    src_model = Path(src) / "tokenizer.model"
+    if src_model.is_file():
+        shutil.copy2(src_model, Path(dst) / "tokenizer.model")

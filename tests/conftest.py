@@ -1,0 +1,45 @@
+"""Shared pytest fixtures: locations of the shared reference data (skipped cleanly when absent)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_root() -> Path:
+    """../shared beside the checkout, or $NEXTGPT_SHARED."""
+    return Path(os.environ.get("NEXTGPT_SHARED", REPO.parent / "shared"))
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path} (set NEXTGPT_SHARED to the shared folder to run this test)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    """The reference repository's sample media and JSON (data/nextgpt_samples)."""
+    return _require(shared_root() / "data" / "nextgpt_samples", "NExT-GPT sample data")
+
+
+@pytest.fixture(scope="session")
+def imagebind_fixtures_dir() -> Path:
+    """Numerical outputs of the reference ImageBind (fixtures/imagebind)."""
+    return _require(shared_root() / "fixtures" / "imagebind", "ImageBind reference fixtures")
+
+
+@pytest.fixture(scope="session")
+def spec_dir() -> Path:
+    return _require(shared_root() / "spec", "reference spec folder")
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory) -> Path:
+    """A tiny LLaMA + locally trained SentencePiece tokenizer, written once per test session."""
+    from nextgpt.model.language_model import build_tiny_llm
+
+    return build_tiny_llm(tmp_path_factory.mktemp("tiny_llm"))
