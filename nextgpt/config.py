@@ -50,6 +50,23 @@ class EncoderConfig:
 class InputProjectorConfig:
     kind: str = _opt("group", choices=("linear", "mlp", "group", "qformer"))
     num_query_tokens: int = _opt(32, min=1, help="qformer only: number of learned queries = LLM tokens per item")
+    # group only (GroupProjector; the reference's values, not exposed by its CLI):
+    width: int = _opt(512, min=1, help="group: working width (embed_dim)")
+    depths: list[int] = _opt(factory=lambda: [6, 3, 3], min=1)
+    num_heads: list[int] = _opt(factory=lambda: [8, 8, 8], min=1)
+    num_group_tokens: list[int] = _opt(factory=lambda: [64, 8, 0], min=0)
+    num_output_groups: list[int] = _opt(factory=lambda: [64, 8], min=1, help="the last = LLM tokens per item")
+
+
+@dataclass
+class OutputProjectorConfig:
+    """Sizes of the `transformer` output projectors (shared by the three modalities; the reference's values)."""
+
+    hidden_dim: int = _opt(512, min=1)
+    num_heads: int = _opt(4, min=1)
+    encoder_layers: int = _opt(4, min=1)
+    decoder_layers: int = _opt(4, min=1)
+    dim_feedforward: int = _opt(2048, min=1)
 
 
 @dataclass
@@ -96,6 +113,7 @@ class ModelConfig:
     layer_idx: int = _opt(-1, help="hidden-state layer fed to the output projectors (-1 = final norm)")
     encoder: EncoderConfig = _opt(factory=EncoderConfig)
     input_projector: InputProjectorConfig = _opt(factory=InputProjectorConfig)
+    output_projector: OutputProjectorConfig = _opt(factory=OutputProjectorConfig)
     image: OutputModalityConfig = _opt(factory=_image_out)
     video: OutputModalityConfig = _opt(factory=_video_out)
     audio: OutputModalityConfig = _opt(factory=_audio_out)

@@ -144,3 +144,92 @@ def copy_tokenizer_files(src: str | Path, dst: str | Path) -> None:
     src_model = Path(src) / "tokenizer.model"
     if src_model.is_file():
         shutil.copy2(src_model, Path(dst) / "tokenizer.model")
+
+
+# ------------------------------------------------------------------------------------ signal-token rows
+
+
+class SignalTokenEmbedding(torch.nn.Module):
+    """The LLM's input embedding with the signal-token rows split off into their own parameter.
+
+    The reference makes the whole embedding and LM-head matrices trainable, so the 32 000 original rows drift
+    (spec §12.34). Here the base matrix stays frozen and only `rows` (one per signal token) can train.
+    """
+
+    def __init__(self, base: torch.nn.Embedding, token_ids: list[int]):
+        super().__init__()
+        self.base = base
+        ids = torch.tensor(sorted(token_ids), dtype=torch.long, device=base.weight.device)
+        lookup = torch.full((base.num_embeddings,), -1, dtype=torch.long, device=base.weight.device)
+        lookup[ids] = torch.arange(len(ids), device=base.weight.device)
+        self.register_buffer("token_ids", ids, persistent=False)
+        self.register_buffer("row_of_token", lookup, persistent=False)
+        self.rows = torch.nn.Parameter(base.weight.detach()[ids].clone())
+
+    @property
+    def weight(self) -> torch.Tensor:  # transformers reads `.weight` for dtype / device checks
+        return self.base.weight
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.base.num_embeddings
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        out = self.base(input_ids)
+        row = self.row_of_token[input_ids]
+        signal = torch.nn.functional.embedding(row.clamp(min=0), self.rows).to(out.dtype)
+        return torch.where((row >= 0).unsqueeze(-1), signal, out)
+
+    def merged_weight(self) -> torch.Tensor:
+        weight = self.base.weight.detach().clone()
+        weight[self.token_ids] = self.rows.detach().to(weight.dtype)
+        return weight
+
+
+class SignalTokenHead(torch.nn.Module):
+    """The LM head with the signal-token rows split off (see `SignalTokenEmbedding`)."""
+
+    def __init__(self, base: torch.nn.Linear, token_ids: list[int]):
+        super().__init__()
+        if base.bias is not None:
+            raise CheckpointError("an LM head with a bias is not supported")
+        self.base = base
+        ids = torch.tensor(sorted(token_ids), dtype=torch.long, device=base.weight.device)
+        self.register_buffer("token_ids", ids, persistent=False)
+        self.rows = torch.nn.Parameter(base.weight.detach()[ids].clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.base(hidden)
+        signal = torch.nn.functional.linear(hidden, self.rows.to(hidden.dtype)).to(logits.dtype)
+        return logits.index_copy(-1, self.token_ids, signal)
+
+    def merged_weight(self) -> torch.Tensor:
+        weight = self.base.weight.detach().clone()
+        weight[self.token_ids] = self.rows.detach().to(weight.dtype)
+        return weight
+
+
+def install_signal_rows(llm, token_ids: list[int]) -> tuple[SignalTokenEmbedding, SignalTokenHead]:
+    """Replace the LLM's input embedding and LM head by versions whose signal rows are separate parameters."""
+    if llm.get_output_embeddings().weight is llm.get_input_embeddings().weight:
+        raise CheckpointError("LLMs with tied input/output embeddings are not supported")
+    embed = SignalTokenEmbedding(llm.get_input_embeddings(), token_ids)
+    head = SignalTokenHead(llm.get_output_embeddings(), token_ids)
+    llm.set_input_embeddings(embed)
+    llm.set_output_embeddings(head)
+    return embed, head
+
+
+def uninstall_signal_rows(llm) -> None:
+    """Fold the signal rows back into plain embedding / LM-head matrices (for a standalone merged LLM)."""
+    embed, head = llm.get_input_embeddings(), llm.get_output_embeddings()
+    if isinstance(embed, SignalTokenEmbedding):
+        embed.base.weight.data.copy_(embed.merged_weight())
+        llm.set_input_embeddings(embed.base)
+    if isinstance(head, SignalTokenHead):
+        head.base.weight.data.copy_(head.merged_weight())
+        llm.set_output_embeddings(head.base)

@@ -1,0 +1,421 @@
+"""The composed NExT-GPT model: frozen encoder → input projector → splice → LLM → output projectors → decoders.
+
+Built from a `ModelConfig` at any size (tiny on the CPU, 7B on GPUs). A trained-weights checkpoint holds only what
+trains (projectors, signal-token rows, LoRA adapter) plus the resolved config and the tokenizer; frozen parts
+(LLM base, ImageBind, decoders) are referenced by path (DESIGN.md "Formats").
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import yaml
+
+from ..config import Config, LossConfig, LoraConfig, ModelConfig, config_from_dict
+from ..constants import IGNORE_INDEX, MODALITIES
+from ..conversation import SignalSpan, SignalVocab
+from ..errors import CheckpointError, ConfigError, DataError
+from .language_model import (
+    SignalTokenEmbedding,
+    SignalTokenHead,
+    install_signal_rows,
+    load_llm,
+    load_tokenizer,
+    register_signal_tokens,
+)
+from .losses import caption_alignment_loss
+from .multimodal_decoder import LazyDecoders
+from .multimodal_encoder.builder import MultimodalEncoder, build_multimodal_encoder
+from .multimodal_projector import build_input_projector, build_output_projector
+from .splice import SplicedBatch, splice_multimodal
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.yaml"
+ADAPTER_DIR = "adapter"
+FORMAT_TAG = "nextgpt-trained-weights"
+
+
+@dataclass
+class NextGPTOutput:
+    loss: torch.Tensor
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # unweighted components: text, image_caption…
+    num_tokens: int = 0  # supervised text tokens
+
+
+class NextGPTModel(nn.Module):
+    """NExT-GPT as one module. Use `build_model` or `NextGPTModel.from_pretrained` to create it."""
+
+    def __init__(self, config: ModelConfig, llm: nn.Module, tokenizer, encoder: MultimodalEncoder,
+                 input_projector: nn.Module, output_projectors: nn.ModuleDict, decoders: LazyDecoders,
+                 signal: SignalVocab, signal_token_ids: list[int], losses: LossConfig | None = None):
+        super().__init__()
+        self.config = config
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        self.input_projector = input_projector
+        self.output_projectors = output_projectors
+        self.decoders = decoders
+        self.signal = signal
+        self.signal_token_ids = list(signal_token_ids)
+        self.loss_config = losses or LossConfig()
+
+    # ------------------------------------------------------------------------------------------ pieces
+
+    @property
+    def base_llm(self) -> nn.Module:
+        """The LlamaForCausalLM, under the LoRA wrapper if there is one."""
+        return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+
+    @property
+    def has_lora(self) -> bool:
+        return hasattr(self.llm, "peft_config")
+
+    @property
+    def hidden_size(self) -> int:
+        return self.base_llm.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.base_llm.get_input_embeddings().rows.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.base_llm.get_input_embeddings().rows.dtype
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.base_llm.get_input_embeddings()(ids)
+
+    def signal_rows(self) -> tuple[SignalTokenEmbedding, SignalTokenHead]:
+        llm = self.base_llm
+        return llm.get_input_embeddings(), llm.get_output_embeddings()
+
+    def encode_media(self, modality: str, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Frozen encoder (no grad) then the input projector: (N, …) → (N, T, hidden)."""
+        features = self.encoder(pixel_values, modality)
+        return self.input_projector(features.to(self.dtype))
+
+    def media_tokens_per_item(self) -> int | None:
+        """LLM tokens one media item becomes after the projector, when it does not depend on the modality."""
+        if self.config.encoder.output == "pooled":
+            return 1
+        kind = self.config.input_projector.kind
+        if kind == "group":
+            return self.config.input_projector.num_output_groups[-1]
+        if kind == "qformer":
+            return self.config.input_projector.num_query_tokens
+        return None  # linear / mlp keep the encoder's token count (image/video 256, audio 228 at huge)
+
+    def splice(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None,
+               media: dict[str, torch.Tensor | None] | None) -> SplicedBatch:
+        features = {m: self.encode_media(m, x) for m, x in (media or {}).items() if x is not None and len(x)}
+        return splice_multimodal(input_ids, attention_mask, labels, features, self.embed_tokens,
+                                 self.config.max_length, pad_id=self.tokenizer.pad_token_id or 0)
+
+    def find_spans(self, token_ids: torch.Tensor) -> list[tuple[int, SignalSpan]]:
+        """(row, span) for every signal span of a (B, L) id tensor, row by row, left to right."""
+        out = []
+        for row in range(token_ids.shape[0]):
+            for span in self.signal.find_spans(token_ids[row].tolist(), where=f"batch row {row}"):
+                out.append((row, span))
+        return out
+
+    def project_signal(self, modality: str, hidden: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """Output projector: span hidden states + span input embeddings (N, L, H) → conditioning (N, Q, D)."""
+        return self.output_projectors[modality](hidden, embeds)
+
+    # ------------------------------------------------------------------------------------------ training
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, media: dict[str, torch.Tensor | None] | None = None,
+                caption_embeddings: dict[str, torch.Tensor] | None = None,
+                captions: dict[str, list[str]] | None = None, targets: dict[str, torch.Tensor] | None = None,
+                generator: torch.Generator | None = None) -> NextGPTOutput:
+        """Training forward: total loss and every component (spec §4).
+
+        `media[m]`: encoder inputs of the batch's m-items in order of appearance; `caption_embeddings[m]`: one
+        target embedding per m-signal span, in span order (or `captions[m]`, encoded online by the decoder's
+        text encoder); `targets[m]`: decoder-side media for the denoising loss, one per span.
+        """
+        spliced = self.splice(input_ids, attention_mask, labels, media)
+        out_modalities = [m for m in MODALITIES
+                          if (caption_embeddings and caption_embeddings.get(m) is not None)
+                          or (captions and captions.get(m))]
+        inputs_embeds = spliced.inputs_embeds
+        # HF's loss is a mean over supervised tokens: NaN when there are none, so skip it then.
+        num_tokens = int((spliced.labels[:, 1:] != IGNORE_INDEX).sum()) if spliced.labels is not None else 0
+        out = self.llm(inputs_embeds=inputs_embeds, attention_mask=spliced.attention_mask,
+                       position_ids=spliced.position_ids, labels=spliced.labels if num_tokens else None,
+                       output_hidden_states=bool(out_modalities), use_cache=False)
+        weights = self.loss_config
+        losses: dict[str, torch.Tensor] = {}
+        total = inputs_embeds.new_zeros((), dtype=torch.float32)
+        if num_tokens:
+            losses["text"] = out.loss.float()
+            total = total + weights.text_weight * losses["text"]
+        if out_modalities:
+            spans = self.find_spans(spliced.token_ids)
+            hidden_states = out.hidden_states[self.config.layer_idx]
+            for modality in out_modalities:
+                cfg = getattr(weights, modality)
+                mine = [(row, s) for row, s in spans if s.modality == modality]
+                if caption_embeddings and caption_embeddings.get(modality) is not None:
+                    target = caption_embeddings[modality]
+                else:
+                    target = self.decoders.get(modality).encode_captions(captions[modality])
+                if len(mine) != len(target):
+                    raise DataError(f"the batch has {len(mine)} {modality} signal span(s) but {len(target)} "
+                                    f"{modality} caption embedding(s)")
+                hidden = torch.stack([hidden_states[row, s.start:s.end] for row, s in mine])
+                embeds = torch.stack([inputs_embeds[row, s.start:s.end] for row, s in mine])
+                pred = self.project_signal(modality, hidden, embeds)
+                target = target.to(device=pred.device, dtype=pred.dtype).reshape(pred.shape)
+                losses[f"{modality}_caption"] = caption_alignment_loss(pred, target)
+                total = total + cfg.caption_weight * losses[f"{modality}_caption"]
+                target_media = (targets or {}).get(modality)
+                if target_media is not None and cfg.denoise_weight > 0:
+                    if len(target_media) != len(mine):
+                        raise DataError(f"the batch has {len(mine)} {modality} signal span(s) but "
+                                        f"{len(target_media)} {modality} target(s)")
+                    decoder = self.decoders.get(modality)
+                    per_sample = decoder.denoising_loss(target_media, pred, cfg.min_snr_gamma, generator=generator)
+                    losses[f"{modality}_denoise"] = per_sample.float().mean()
+                    total = total + cfg.denoise_weight * losses[f"{modality}_denoise"]
+        return NextGPTOutput(total, losses, num_tokens)
+
+    # ------------------------------------------------------------------------------------------ trainables
+
+    def enable_lora(self, lora: LoraConfig) -> None:
+        """Wrap the LLM with peft LoRA adapters (stage 3)."""
+        from peft import LoraConfig as PeftLoraConfig, get_peft_model
+
+        if self.has_lora:
+            return
+        peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
+                                     target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+        self.llm = get_peft_model(self.llm, peft_config)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Every trainable-in-some-stage parameter, by group (the names the stage presets and lrs use)."""
+        embed, head = self.signal_rows()
+        groups = {"input_projector": list(self.input_projector.parameters())}
+        for m in MODALITIES:
+            groups[f"output_projector.{m}"] = list(self.output_projectors[m].parameters())
+        groups["signal_rows"] = [embed.rows, head.rows]
+        groups["lora"] = [p for n, p in self.llm.named_parameters() if "lora_" in n]
+        return groups
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint stores besides the LoRA adapter: projectors and signal rows (CPU copies)."""
+        embed, head = self.signal_rows()
+        state = {f"input_projector.{k}": v for k, v in self.input_projector.state_dict().items()}
+        for m in MODALITIES:
+            state.update({f"output_projectors.{m}.{k}": v for k, v in self.output_projectors[m].state_dict().items()})
+        state["signal_rows.embed"] = embed.rows
+        state["signal_rows.lm_head"] = head.rows
+        return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
+        """Strict load: every expected tensor present, nothing unexpected, shapes equal; else CheckpointError."""
+        expected = self.trainable_state_dict()
+        check_state_dict(expected, state, source)
+        embed, head = self.signal_rows()
+        with torch.no_grad():
+            self.input_projector.load_state_dict(_strip(state, "input_projector."), strict=True)
+            for m in MODALITIES:
+                self.output_projectors[m].load_state_dict(_strip(state, f"output_projectors.{m}."), strict=True)
+            embed.rows.copy_(state["signal_rows.embed"])
+            head.rows.copy_(state["signal_rows.lm_head"])
+
+    # ------------------------------------------------------------------------------------------ save / load
+
+    def save_pretrained(self, outdir: str | Path, config: Config, state: dict[str, torch.Tensor] | None = None,
+                        adapter_state: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write the trained weights (safetensors), the LoRA adapter (peft format), the resolved config and the
+        tokenizer to `outdir`. `state` / `adapter_state` may be given when they were gathered elsewhere (ZeRO-3)."""
+        from safetensors.torch import save_file
+
+        outdir = Path(outdir)
+        outdir.mkdir(parents=True, exist_ok=True)
+        state = state if state is not None else self.trainable_state_dict()
+        metadata = {"format": FORMAT_TAG, "signal_tokens": json.dumps(
+            self.tokenizer.convert_ids_to_tokens(sorted(self.signal_token_ids)))}
+        save_file({k: v.contiguous() for k, v in state.items()}, str(outdir / WEIGHTS_NAME), metadata=metadata)
+        if self.has_lora:
+            self.llm.save_pretrained(str(outdir / ADAPTER_DIR), state_dict=adapter_state)
+        saved = absolutize_paths(config)
+        (outdir / CONFIG_NAME).write_text(saved.to_yaml())
+        self.tokenizer.save_pretrained(str(outdir))
+        return outdir
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                        overrides: dict[str, Any] | None = None) -> "NextGPTModel":
+        """Load a training output (or merged / converted) directory: build from its config, load its weights
+        strictly, attach its LoRA adapter if there is one."""
+        path = Path(path)
+        config = read_checkpoint_config(path)
+        model = build_model(config.model, losses=config.train.losses, dtype=dtype, device=device,
+                            tokenizer_path=path)
+        model.load_checkpoint_weights(path)
+        return model
+
+    def load_checkpoint_weights(self, path: str | Path) -> None:
+        """Load the trained weights (and LoRA adapter, if present) of a checkpoint directory into this model."""
+        path = Path(path)
+        weights = path / WEIGHTS_NAME
+        if not weights.is_file():
+            raise CheckpointError(f"{path}: no {WEIGHTS_NAME} (not a NExT-GPT training output)")
+        from safetensors.torch import load_file
+
+        self.load_trainable_state_dict(load_file(str(weights), device=str(self.device)), str(weights))
+        adapter = path / ADAPTER_DIR
+        if adapter.is_dir():
+            self.load_adapter(adapter)
+
+    def load_adapter(self, adapter_dir: Path) -> None:
+        """Attach a saved peft LoRA adapter (strict: every adapter tensor must match a LoRA parameter)."""
+        from peft import PeftConfig, set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        peft_cfg = PeftConfig.from_pretrained(str(adapter_dir))
+        lora = LoraConfig(r=peft_cfg.r, alpha=peft_cfg.lora_alpha, dropout=peft_cfg.lora_dropout,
+                          bias=peft_cfg.bias, target_modules=sorted(peft_cfg.target_modules))
+        self.enable_lora(lora)
+        state = load_file(str(adapter_dir / "adapter_model.safetensors"), device=str(self.device))
+        result = set_peft_model_state_dict(self.llm, state)
+        unexpected = list(getattr(result, "unexpected_keys", []) or [])
+        missing = [k for k in (getattr(result, "missing_keys", []) or []) if "lora_" in k]
+        if unexpected or missing:
+            raise CheckpointError(f"{adapter_dir}: LoRA adapter does not match the model: "
+                                  f"missing {missing[:10]}, unexpected {unexpected[:10]}")
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError listing missing, unexpected and mis-shaped keys (strict loading)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(f"{k}: expected {tuple(expected[k].shape)}, found {tuple(found[k].shape)}"
+                    for k in set(expected) & set(found) if tuple(expected[k].shape) != tuple(found[k].shape))
+    if missing or unexpected or shapes:
+        lines = [f"{source} does not match the model:"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
+            if items:
+                shown = items[:20] + ([f"… and {len(items) - 20} more"] if len(items) > 20 else [])
+                lines.append(f"  {title} ({len(items)}): " + ", ".join(shown))
+        raise CheckpointError("\n".join(lines))
+
+
+def check_model_config(config: ModelConfig) -> None:
+    """Combinations the model cannot be built with."""
+    if config.encoder.output == "pooled" and config.input_projector.kind not in ("linear", "mlp"):
+        raise ConfigError(f"model.encoder.output=pooled gives one vector per item; model.input_projector.kind must "
+                          f"be linear or mlp, not {config.input_projector.kind!r}")
+    if not config.llm:
+        raise ConfigError("model.llm is empty: set it to a LLaMA / Vicuna directory")
+
+
+def input_projector_options(config: ModelConfig) -> dict[str, Any]:
+    """Constructor options of the configured input projector kind."""
+    cfg = config.input_projector
+    if cfg.kind == "qformer":
+        return {"num_query_tokens": cfg.num_query_tokens}
+    if cfg.kind == "group":
+        return {"embed_dim": cfg.width, "depths": list(cfg.depths), "num_heads": list(cfg.num_heads),
+                "num_group_tokens": list(cfg.num_group_tokens), "num_output_groups": list(cfg.num_output_groups)}
+    return {}
+
+
+def output_projector_options(config: ModelConfig, modality: str) -> dict[str, Any]:
+    """Constructor options of a modality's output projector kind."""
+    kind = config.output(modality).projector
+    if kind == "linear":  # maps the fixed-length span (2n-1 NEW, n LEGACY) to the queries
+        n = config.output(modality).signal_tokens
+        return {"num_input_tokens": n if config.signal_layout == "legacy" else 2 * n - 1}
+    if kind != "transformer":
+        return {}
+    cfg = config.output_projector
+    return {"hidden_dim": cfg.hidden_dim, "num_heads": cfg.num_heads, "num_encoder_layers": cfg.encoder_layers,
+            "num_decoder_layers": cfg.decoder_layers, "dim_feedforward": cfg.dim_feedforward}
+
+
+def build_model(config: ModelConfig, losses: LossConfig | None = None, dtype: torch.dtype = torch.float32,
+                device: str | torch.device = "cpu", tokenizer_path: str | Path | None = None) -> NextGPTModel:
+    """Build the full model from a config: LLM + tokenizer (signal tokens registered), frozen encoder, fresh
+    projectors, lazily loaded decoders. `tokenizer_path` takes the tokenizer from a checkpoint instead of the LLM."""
+    check_model_config(config)
+    counts = {m: config.output(m).signal_tokens for m in MODALITIES}
+    tokenizer = load_tokenizer(tokenizer_path or config.llm, config.max_length)
+    llm = load_llm(config.llm, dtype=dtype, device=device)
+    llm.config.use_cache = False
+    signal, token_ids = register_signal_tokens(tokenizer, llm, config.signal_layout, counts)
+    install_signal_rows(llm, token_ids)
+    encoder = build_multimodal_encoder(config.encoder.checkpoint, config.encoder.arch, config.encoder.output,
+                                       dtype=dtype, device=device)
+    hidden = llm.config.hidden_size
+    input_projector = build_input_projector(config.input_projector.kind, encoder.hidden_size, hidden,
+                                            **input_projector_options(config))
+    output_projectors = nn.ModuleDict({
+        m: build_output_projector(config.output(m).projector, hidden, config.output(m).out_features,
+                                  config.output(m).num_query_tokens, **output_projector_options(config, m))
+        for m in MODALITIES})
+    decoders = LazyDecoders({m: config.output(m).decoder for m in MODALITIES}, dtype=dtype, device=device)
+    model = NextGPTModel(config, llm, tokenizer, encoder, input_projector.to(device=device, dtype=dtype),
+                         output_projectors.to(device=device, dtype=dtype), decoders, signal, token_ids, losses)
+    return model
+
+
+# ------------------------------------------------------------------------------------- checkpoint config
+
+_PATH_KEYS = (("llm",), ("encoder", "checkpoint"), ("image", "decoder"), ("video", "decoder"),
+              ("audio", "decoder"))
+
+
+def _get(obj: Any, keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        obj = getattr(obj, k)
+    return obj
+
+
+def _set(obj: Any, keys: tuple[str, ...], value: Any) -> None:
+    for k in keys[:-1]:
+        obj = getattr(obj, k)
+    setattr(obj, keys[-1], value)
+
+
+def absolutize_paths(config: Config) -> Config:
+    """A copy of `config` whose model paths that exist locally are absolute (so the checkpoint can be used
+    from any working directory); hub ids and missing paths are kept as written."""
+    saved = config_from_dict(config.to_dict(), "resolved config")
+    for keys in _PATH_KEYS:
+        value = _get(saved.model, keys)
+        if value and Path(value).exists():
+            _set(saved.model, keys, str(Path(value).resolve()))
+    return saved
+
+
+def read_checkpoint_config(path: Path) -> Config:
+    """The config saved in a checkpoint directory; relative model paths resolve against that directory first."""
+    cfg_file = path / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{path}: no {CONFIG_NAME}; is this a NExT-GPT checkpoint directory?")
+    config = config_from_dict(yaml.safe_load(cfg_file.read_text()) or {}, str(cfg_file))
+    for keys in _PATH_KEYS:
+        value = _get(config.model, keys)
+        if value and not Path(value).is_absolute() and (path / value).exists():
+            _set(config.model, keys, str((path / value).resolve()))
+    return config
