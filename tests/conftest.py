@@ -43,3 +43,18 @@ def tiny_llm_dir(tmp_path_factory) -> Path:
     from nextgpt.model.language_model import build_tiny_llm
 
     return build_tiny_llm(tmp_path_factory.mktemp("tiny_llm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Every tiny model (LLM, ImageBind, SD, ZeroScope, AudioLDM), written once per test session."""
+    from nextgpt.tiny import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))
+
+
+def tiny_model_overrides(paths: dict[str, Path]) -> list[str]:
+    """Dotted overrides pointing configs/tiny/*.yaml at the session's tiny models."""
+    return [f"model.llm={paths['llm']}", f"model.encoder.checkpoint={paths['imagebind']}",
+            f"model.image.decoder={paths['sd']}", f"model.video.decoder={paths['zeroscope']}",
+            f"model.audio.decoder={paths['audioldm']}"]
