@@ -7,6 +7,7 @@ Run it through the DeepSpeed launcher for several GPUs or nodes (see scripts/pre
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from nextgpt.config import load_config
@@ -25,9 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             sys.stdout.write(config.to_yaml())
             return 0
-        from nextgpt.train.trainer import train
+        from nextgpt.train.trainer import finish_distributed, train
 
         train(config)
+        finish_distributed()
     except NextGPTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -35,4 +37,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # DeepSpeed's comm layer with gloo can abort at interpreter exit in multi-process runs
+        # (spec/environment.md): leave without running the exit handlers once the work is done.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

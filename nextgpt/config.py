@@ -215,6 +215,7 @@ class TrainConfig:
     save_steps: int = _opt(1000, min=1)
     save_total_limit: int = _opt(1, min=1)
     logging_steps: int = _opt(1, min=1)
+    log_sample_ids: bool = _opt(False, help="append every step's sample ids to OUTPUT_DIR/samples-rank-N.jsonl")
     seed: int = _opt(42)
     losses: LossConfig = _opt(factory=LossConfig)
 

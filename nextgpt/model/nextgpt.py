@@ -46,7 +46,7 @@ FORMAT_TAG = "nextgpt-trained-weights"
 class NextGPTOutput:
     loss: torch.Tensor
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # unweighted components: text, image_caption…
-    num_tokens: int = 0  # supervised text tokens
+    num_input_tokens: int = 0  # LLM input positions after the splice (padding excluded)
 
 
 class NextGPTModel(nn.Module):
@@ -59,7 +59,9 @@ class NextGPTModel(nn.Module):
         self.config = config
         self.llm = llm
         self.tokenizer = tokenizer
-        self.encoder = encoder
+        # The frozen encoder is held outside the module tree: DeepSpeed then neither broadcasts, partitions nor
+        # casts its 1.2 B frozen parameters (identical on every rank, loaded from the same file).
+        self._frozen = {"encoder": encoder}
         self.input_projector = input_projector
         self.output_projectors = output_projectors
         self.decoders = decoders
@@ -68,6 +70,16 @@ class NextGPTModel(nn.Module):
         self.loss_config = losses or LossConfig()
 
     # ------------------------------------------------------------------------------------------ pieces
+
+    @property
+    def encoder(self) -> MultimodalEncoder:
+        return self._frozen["encoder"]
+
+    def _apply(self, fn, recurse: bool = True):
+        """`.to()` / `.cuda()` / `.half()` … also reach the unregistered frozen encoder."""
+        super()._apply(fn, recurse)
+        self.encoder._apply(fn, recurse)
+        return self
 
     @property
     def base_llm(self) -> nn.Module:
@@ -137,13 +149,18 @@ class NextGPTModel(nn.Module):
                 labels: torch.Tensor | None = None, media: dict[str, torch.Tensor | None] | None = None,
                 caption_embeddings: dict[str, torch.Tensor] | None = None,
                 captions: dict[str, list[str]] | None = None, targets: dict[str, torch.Tensor] | None = None,
+                normalizers: dict[str, float] | None = None,
                 generator: torch.Generator | None = None) -> NextGPTOutput:
         """Training forward: total loss and every component (spec §4).
 
         `media[m]`: encoder inputs of the batch's m-items in order of appearance; `caption_embeddings[m]`: one
         target embedding per m-signal span, in span order (or `captions[m]`, encoded online by the decoder's
         text encoder); `targets[m]`: decoder-side media for the denoising loss, one per span.
+        Each component is a mean: over supervised tokens (text), signal spans (caption) or target samples
+        (denoise) of this batch, or, when `normalizers[component]` is given, a sum divided by that count (the
+        trainer passes counts over the whole global batch, so that micro-batches and ranks add up exactly).
         """
+        normalizers = normalizers or {}
         spliced = self.splice(input_ids, attention_mask, labels, media)
         out_modalities = [m for m in MODALITIES
                           if (caption_embeddings and caption_embeddings.get(m) is not None)
@@ -151,9 +168,10 @@ class NextGPTModel(nn.Module):
         inputs_embeds = spliced.inputs_embeds
         # HF's loss is a mean over supervised tokens: NaN when there are none, so skip it then.
         num_tokens = int((spliced.labels[:, 1:] != IGNORE_INDEX).sum()) if spliced.labels is not None else 0
+        extra = {"num_items_in_batch": normalizers["text"]} if num_tokens and "text" in normalizers else {}
         out = self.llm(inputs_embeds=inputs_embeds, attention_mask=spliced.attention_mask,
                        position_ids=spliced.position_ids, labels=spliced.labels if num_tokens else None,
-                       output_hidden_states=bool(out_modalities), use_cache=False)
+                       output_hidden_states=bool(out_modalities), use_cache=False, **extra)
         weights = self.loss_config
         losses: dict[str, torch.Tensor] = {}
         total = inputs_embeds.new_zeros((), dtype=torch.float32)
@@ -177,7 +195,9 @@ class NextGPTModel(nn.Module):
                 embeds = torch.stack([inputs_embeds[row, s.start:s.end] for row, s in mine])
                 pred = self.project_signal(modality, hidden, embeds)
                 target = target.to(device=pred.device, dtype=pred.dtype).reshape(pred.shape)
-                losses[f"{modality}_caption"] = caption_alignment_loss(pred, target)
+                n = len(mine)
+                losses[f"{modality}_caption"] = caption_alignment_loss(pred, target) * (
+                    n / normalizers.get(f"{modality}_caption", n))
                 total = total + cfg.caption_weight * losses[f"{modality}_caption"]
                 target_media = (targets or {}).get(modality)
                 if target_media is not None and cfg.denoise_weight > 0:
@@ -186,9 +206,10 @@ class NextGPTModel(nn.Module):
                                         f"{len(target_media)} {modality} target(s)")
                     decoder = self.decoders.get(modality)
                     per_sample = decoder.denoising_loss(target_media, pred, cfg.min_snr_gamma, generator=generator)
-                    losses[f"{modality}_denoise"] = per_sample.float().mean()
+                    losses[f"{modality}_denoise"] = per_sample.float().sum() / normalizers.get(
+                        f"{modality}_denoise", n)
                     total = total + cfg.denoise_weight * losses[f"{modality}_denoise"]
-        return NextGPTOutput(total, losses, num_tokens)
+        return NextGPTOutput(total, losses, int(spliced.attention_mask.sum()))
 
     # ------------------------------------------------------------------------------------------ trainables
 
@@ -249,7 +270,7 @@ class NextGPTModel(nn.Module):
             self.tokenizer.convert_ids_to_tokens(sorted(self.signal_token_ids)))}
         save_file({k: v.contiguous() for k, v in state.items()}, str(outdir / WEIGHTS_NAME), metadata=metadata)
         if self.has_lora:
-            self.llm.save_pretrained(str(outdir / ADAPTER_DIR), state_dict=adapter_state)
+            self.llm.save_pretrained(str(outdir / ADAPTER_DIR), state_dict=adapter_state, save_embedding_layers=False)
         saved = absolutize_paths(config)
         (outdir / CONFIG_NAME).write_text(saved.to_yaml())
         self.tokenizer.save_pretrained(str(outdir))

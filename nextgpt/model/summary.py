@@ -1,0 +1,243 @@
+"""`python -m nextgpt.model.summary --config C [--json] [section.key=value ...]`: parameters per module.
+
+Every module is built on PyTorch's META device from the config alone (no weights are read or allocated), with the
+same builders the real model uses: ImageBind (huge or tiny), the input projector and the three output projectors
+(with `input_projector_options` / `output_projector_options`), the LLaMA from `model.llm`'s config.json when that
+directory exists, else from the named architecture `model.llm_arch`, and the LoRA adapter through peft on the meta
+LLaMA when the config's stage trains LoRA. "trainable" follows the stage table of `nextgpt/train/presets.py`.
+
+The rows partition the reference architecture exactly:
+  encoder                 ImageBind, all modality branches (frozen)
+  input_projector         linear / mlp / group / qformer
+  llm                     LLaMA with its BASE vocabulary (frozen)
+  lora                    LoRA A/B matrices (0 when the stage trains no LoRA)
+  signal_rows             registered tokens x hidden x 2 (their embedding rows and LM-head rows); llm + signal_rows
+                          = the reference's resized LLaMA (vocab 32000 + 36 NEW, + 38 LEGACY)
+  output_projector.<m>    image / video / audio
+Our in-memory model also keeps stale copies of the signal rows inside the frozen, resized base matrices (the rows
+that train live in separate parameters, see `SignalTokenEmbedding`); those copies are not counted here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..config import Config, ModelConfig, load_config
+from ..constants import MODALITIES
+from ..conversation import tokens_to_register
+from ..errors import CheckpointError, ConfigError, NextGPTError
+from ..train.presets import stage_preset
+from .language_model import TINY_LLM, TINY_VOCAB_SIZE
+
+logger = logging.getLogger(__name__)
+
+# Named LLaMA architectures for configs whose `model.llm` is not on disk (summary, planning).
+# vicuna-7b: LLaMA-7B shapes, shared by Vicuna-7B v0 (LLaMA-1) and v1.5 (LLaMA-2); base vocabulary 32000, untied.
+LLM_ARCHS: dict[str, dict[str, Any]] = {
+    "vicuna-7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=32, tie_word_embeddings=False),
+    "tiny": dict(vocab_size=TINY_VOCAB_SIZE, tie_word_embeddings=False, **TINY_LLM),
+}
+
+ROWS = ("encoder", "input_projector", "llm", "lora", "signal_rows",
+        "output_projector.image", "output_projector.video", "output_projector.audio")
+
+
+@dataclass
+class ModuleCount:
+    params: int
+    trainable: int
+
+
+# ------------------------------------------------------------------------------------------ meta builders
+
+
+def llm_config(config: ModelConfig):
+    """The LlamaConfig of the configured LLM: `model.llm`'s config.json when it is a local directory, else the
+    named `model.llm_arch`. Raises ConfigError when neither is available."""
+    from transformers import LlamaConfig
+
+    if config.llm and (Path(config.llm) / "config.json").is_file():
+        try:
+            return LlamaConfig.from_pretrained(config.llm)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{config.llm}/config.json: cannot read the LLM config: {exc}") from None
+    if config.llm_arch is None:
+        raise ConfigError(f"model.llm ({config.llm!r}) is not a local directory with a config.json and "
+                          f"model.llm_arch is not set; set model.llm_arch to one of {sorted(LLM_ARCHS)}")
+    return LlamaConfig(**LLM_ARCHS[config.llm_arch])
+
+
+def llm_source(config: ModelConfig) -> str:
+    """Where `llm_config` takes the LLM's shapes from (for messages)."""
+    if config.llm and (Path(config.llm) / "config.json").is_file():
+        return f"{config.llm}/config.json"
+    return f"llm_arch {config.llm_arch}"
+
+
+def meta_llm(llm_cfg) -> nn.Module:
+    """transformers' LlamaForCausalLM on the meta device."""
+    from transformers import LlamaForCausalLM
+
+    with torch.device("meta"):
+        return LlamaForCausalLM(llm_cfg)
+
+
+def attach_meta_lora(llm: nn.Module, r: int, alpha: int, dropout: float, bias: str,
+                     target_modules: list[str]) -> nn.Module:
+    """Wrap a (meta) LLaMA with peft LoRA exactly as `NextGPTModel.enable_lora` does; returns the PeftModel."""
+    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+
+    peft_config = PeftLoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias=bias,
+                                 target_modules=list(target_modules), task_type="CAUSAL_LM")
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return get_peft_model(llm, peft_config)
+
+
+def meta_encoder(config: ModelConfig) -> nn.Module:
+    """The configured ImageBind on the meta device."""
+    from .multimodal_encoder.builder import ARCHS
+    from .multimodal_encoder.imagebind.model import ImageBindModel
+
+    with torch.device("meta"):
+        return ImageBindModel(**ARCHS[config.encoder.arch], output_mode=config.encoder.output)
+
+
+def build_projectors(config: ModelConfig, encoder_dim: int, hidden: int, device: str = "cpu"
+                     ) -> tuple[nn.Module, dict[str, nn.Module]]:
+    """The input projector and the three output projectors, built as `build_model` builds them (same builders and
+    option helpers); `device="meta"` allocates nothing."""
+    from .multimodal_projector import build_input_projector, build_output_projector
+    from .nextgpt import input_projector_options, output_projector_options
+
+    with torch.device(device), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        inp = build_input_projector(config.input_projector.kind, encoder_dim, hidden,
+                                    **input_projector_options(config))
+        out = {m: build_output_projector(config.output(m).projector, hidden, config.output(m).out_features,
+                                         config.output(m).num_query_tokens, **output_projector_options(config, m))
+               for m in MODALITIES}
+    return inp, out
+
+
+def encoder_width(config: ModelConfig) -> int:
+    """Width of the encoder's features (ImageBind out_embed_dim) without building it."""
+    from .multimodal_encoder.builder import ARCHS
+
+    return int(ARCHS[config.encoder.arch].get("out_embed_dim", 768))
+
+
+def num_signal_rows(config: ModelConfig) -> int:
+    """Rows the model registers (and trains): NEW 36 signal tokens; LEGACY also `<Img>`, `</Img>` (38)."""
+    counts = {m: config.output(m).signal_tokens for m in MODALITIES}
+    return len(tokens_to_register(config.signal_layout, counts))
+
+
+def _numel(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ------------------------------------------------------------------------------------------ the summary
+
+
+def summarize(config: Config) -> dict[str, ModuleCount]:
+    """Parameters per module and how many train in `config.train.stage`, plus "total"; nothing is allocated."""
+    model = config.model
+    # the same rule as check_model_config (which also insists on model.llm, not needed here)
+    if model.encoder.output == "pooled" and model.input_projector.kind not in ("linear", "mlp"):
+        raise ConfigError(f"model.encoder.output=pooled gives one vector per item; model.input_projector.kind must "
+                          f"be linear or mlp, not {model.input_projector.kind!r}")
+    trains = set(stage_preset(config.train.stage).groups())
+    llm_cfg = llm_config(model)
+    if getattr(llm_cfg, "tie_word_embeddings", False):
+        raise ConfigError(f"{llm_source(model)}: tied input/output embeddings are not supported")
+    hidden = llm_cfg.hidden_size
+
+    counts: dict[str, int] = {"encoder": _numel(meta_encoder(model))}
+    inp, out = build_projectors(model, encoder_width(model), hidden, device="meta")
+    counts["input_projector"] = _numel(inp)
+    llm = meta_llm(llm_cfg)
+    counts["llm"] = _numel(llm)
+    counts["lora"] = 0
+    if "lora" in trains:
+        lora = model.lora
+        peft_llm = attach_meta_lora(llm, lora.r, lora.alpha, lora.dropout, lora.bias, lora.target_modules)
+        counts["lora"] = sum(p.numel() for n, p in peft_llm.named_parameters() if "lora_" in n)
+    counts["signal_rows"] = num_signal_rows(model) * hidden * 2
+    for m in MODALITIES:
+        counts[f"output_projector.{m}"] = _numel(out[m])
+
+    result: dict[str, ModuleCount] = {}
+    for name in ROWS:
+        trainable = counts[name] if name in trains else 0
+        result[name] = ModuleCount(counts[name], trainable)
+    result["total"] = ModuleCount(sum(c.params for c in result.values()),
+                                  sum(c.trainable for c in result.values()))
+    return result
+
+
+def _human(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} B"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f} M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f} K"
+    return str(n)
+
+
+def format_table(summary: dict[str, ModuleCount], config: Config, source: str = "") -> str:
+    """A readable table of `summarize`'s result."""
+    model = config.model
+    head = [
+        f"NExT-GPT parameters{f' ({source})' if source else ''}: stage {config.train.stage}, "
+        f"layout {model.signal_layout}",
+        f"  LLM from {llm_source(model)}; ImageBind {model.encoder.arch} ({model.encoder.output}); "
+        f"input projector {model.input_projector.kind}; LoRA "
+        + (f"r{model.lora.r} alpha {model.lora.alpha} on {', '.join(model.lora.target_modules)}"
+           if "lora" in stage_preset(config.train.stage).groups() else "off in this stage"),
+        "",
+        f"{'module':<26}{'params':>17}{'':>10}{'trainable':>17}{'':>10}",
+    ]
+    rows = []
+    for name, c in summary.items():
+        if name == "total":
+            rows.append("-" * 80)
+        rows.append(f"{name:<26}{c.params:>17,}{_human(c.params):>10}{c.trainable:>17,}{_human(c.trainable):>10}")
+    return "\n".join(head + rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nextgpt.model.summary",
+                                     description="Parameters per module (total, trainable in the config's stage), "
+                                                 "computed on the meta device: no weights needed.")
+    parser.add_argument("--config", required=True, help="YAML config (e.g. configs/stage_3.yaml)")
+    parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.stage=2")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        config = load_config(args.config, args.overrides)
+        summary = summarize(config)
+    except NextGPTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({k: asdict(v) for k, v in summary.items()}, indent=2))
+    else:
+        print(format_table(summary, config, args.config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Training checkpoints: atomic, rotated, resumable.
+
+Layout of a run (`train.output_dir`):
+
+    OUTPUT_DIR/                      the stage's result (written at the end): config.yaml, model.safetensors,
+                                     adapter/ (LoRA), tokenizer files, trainer_state.json
+    OUTPUT_DIR/checkpoints/step-000200/
+        config.yaml, model.safetensors, adapter/, tokenizer files   the trained weights at that step
+        deepspeed/                   DeepSpeed's engine state (optimizer, scheduler; frozen weights excluded)
+        trainer_state.json           step, epoch, sampler position, data-skip counts
+        rng/rank-00000.json          Python / NumPy / torch RNG states of every rank
+    OUTPUT_DIR/logs/                 TensorBoard events
+
+A checkpoint is first written to `checkpoints/.tmp-step-000200` and renamed when complete, so a run killed at any
+moment leaves every earlier checkpoint intact and never a half-written one under a `step-*` name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+
+CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_dir(output_dir: Path, step: int) -> Path:
+    return output_dir / CHECKPOINTS / f"step-{step:06d}"
+
+
+def temporary_dir(output_dir: Path, step: int) -> Path:
+    return output_dir / CHECKPOINTS / f".tmp-step-{step:06d}"
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = output_dir / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found) if (p / TRAINER_STATE).is_file()]
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def remove_incomplete(output_dir: Path) -> None:
+    """Delete half-written checkpoints left by a killed run."""
+    root = output_dir / CHECKPOINTS
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith(".tmp-"):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Make a fully written checkpoint visible under its final name (an atomic rename)."""
+    _fsync_tree(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def rotate(output_dir: Path, keep: int) -> None:
+    """Keep only the newest `keep` checkpoints (deleted only after a newer one is complete)."""
+    for old in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file and an atomic replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc})") from None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+# --------------------------------------------------------------------------------------------- RNG state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every RNG a training step draws from, as JSON-serialisable data."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state().tolist(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    version, values, gauss = state["python"]
+    random.setstate((version, tuple(values), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def rng_file(ckpt: Path, rank: int) -> Path:
+    return ckpt / "rng" / f"rank-{rank:05d}.json"
