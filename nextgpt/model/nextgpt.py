@@ -277,8 +277,8 @@ class NextGPTModel(nn.Module):
         return outdir
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",
-                        overrides: dict[str, Any] | None = None) -> "NextGPTModel":
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"
+                        ) -> "NextGPTModel":
         """Load a training output (or merged / converted) directory: build from its config, load its weights
         strictly, attach its LoRA adapter if there is one."""
         path = Path(path)

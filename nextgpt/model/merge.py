@@ -1,0 +1,70 @@
+"""Fold a stage-3 checkpoint's LoRA adapter and signal-token rows into a standalone LLaMA (spec §10.5, fixed).
+
+Output directory:
+
+    DIR/llm/              config.json + model.safetensors + tokenizer: a plain LlamaForCausalLM whose vocabulary
+                          includes the signal tokens (loadable by transformers' AutoModelForCausalLM on its own)
+    DIR/model.safetensors projectors + signal rows (the same tensors as the source checkpoint)
+    DIR/config.yaml       the source's config with model.llm = "llm" (relative to DIR), no adapter
+    DIR/tokenizer*        the tokenizer with the signal tokens
+
+so that `NextGPTModel.from_pretrained(DIR)` / `predict.py --model DIR` load it like any checkpoint. The reference's
+tool needed a hard-coded model name and a separate base directory, and silently dropped the projector weights when
+the base config lacked the multimodal fields (§10.4, §12.40).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .language_model import copy_tokenizer_files, uninstall_signal_rows
+from .nextgpt import CONFIG_NAME, FORMAT_TAG, WEIGHTS_NAME, NextGPTModel, absolutize_paths, read_checkpoint_config
+
+logger = logging.getLogger(__name__)
+
+LLM_DIR = "llm"
+
+
+def merge_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float32,
+                     overwrite: bool = False) -> Path:
+    """Write the merged checkpoint of `src` to `dst` (layout in the module docstring); returns `dst`.
+
+    The merge runs on the CPU in `dtype` (float32 = exact up to rounding; float16 / bfloat16 halve the memory of a
+    7B merge) and the LLM is saved in that dtype.
+    """
+    from safetensors.torch import save_file
+
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise CheckpointError(f"{src}: checkpoint directory not found")
+    if dst.resolve() == src.resolve():
+        raise CheckpointError(f"{dst}: the output must differ from the source checkpoint")
+    if dst.exists() and any(dst.iterdir()) and not overwrite:
+        raise CheckpointError(f"{dst}: output directory is not empty (pass overwrite=True / --overwrite)")
+    config = read_checkpoint_config(src)
+    model = NextGPTModel.from_pretrained(src, dtype=dtype, device="cpu")
+    state = model.trainable_state_dict()
+    if model.has_lora:
+        llm = model.llm.merge_and_unload()
+    else:
+        logger.warning("%s has no LoRA adapter: only the signal-token rows are folded into the LLM", src)
+        llm = model.llm
+    uninstall_signal_rows(llm)
+    llm.config.use_cache = True
+    dst.mkdir(parents=True, exist_ok=True)
+    llm.save_pretrained(str(dst / LLM_DIR))
+    for folder in (dst / LLM_DIR, dst):
+        model.tokenizer.save_pretrained(str(folder))
+        copy_tokenizer_files(config.model.llm, folder)
+    metadata = {"format": FORMAT_TAG, "signal_tokens": json.dumps(
+        model.tokenizer.convert_ids_to_tokens(sorted(model.signal_token_ids))), "merged_from": str(src.resolve())}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(dst / WEIGHTS_NAME), metadata=metadata)
+    merged = absolutize_paths(config)
+    merged.model.llm = LLM_DIR
+    (dst / CONFIG_NAME).write_text(merged.to_yaml())
+    logger.info("merged %s into %s (LLM: %s, vocabulary %d)", src, dst, dst / LLM_DIR, len(model.tokenizer))
+    return dst
