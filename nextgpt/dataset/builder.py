@@ -1,0 +1,98 @@
+"""Build the training dataset of a run from `data.datasets` (catalog names) and `data.root`."""
+from __future__ import annotations
+
+import bisect
+import inspect
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from torch.utils.data import ConcatDataset
+
+from ..conversation import SignalVocab
+from ..errors import ConfigError
+from .catalog import get_entry, resolve_class
+from .dataset import SampleOptions
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["NextGPTConcatDataset", "build_dataset", "build_train_dataset", "resolve_params"]
+
+
+class NextGPTConcatDataset(ConcatDataset):
+    """The configured datasets one after another; `modalities` / `lengths` are the concatenated per-sample lists
+    the sampler needs, `names` the catalog names."""
+
+    def __init__(self, datasets: list[Any], names: list[str]) -> None:
+        super().__init__(datasets)
+        self.names = list(names)
+
+    @property
+    def modalities(self) -> list[str]:
+        return [m for d in self.datasets for m in d.modalities]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [n for d in self.datasets for n in d.lengths]
+
+    def locate(self, index: int) -> tuple[str, int]:
+        """(catalog name, index inside that dataset) of a global index."""
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        k = bisect.bisect_right(self.cumulative_sizes, index)
+        start = self.cumulative_sizes[k - 1] if k else 0
+        return self.names[k], index - start
+
+
+def resolve_params(params: Mapping[str, Any], root: str | os.PathLike,
+                   embed_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Catalog parameters with every `*_path` / `*_folder` joined to `root` (absolute ones kept); `embed_dir`
+    (data.embed_dir, itself relative to `root`) replaces the entry's `embed_folder`."""
+    root = Path(root)
+    out = dict(params)
+    if embed_dir is not None:
+        out["embed_folder"] = embed_dir
+    for key, value in out.items():
+        if value is not None and (key.endswith("_path") or key.endswith("_folder")):
+            out[key] = root / Path(value)
+    return out
+
+
+def build_dataset(name: str, data_config: Any, tokenizer: Any, signal: SignalVocab | None,
+                  options: SampleOptions) -> Any:
+    """One catalog dataset, its paths resolved against `data_config.root`."""
+    entry = get_entry(name)
+    cls = resolve_class(entry)
+    params = resolve_params(entry.params, data_config.root, data_config.embed_dir)
+    kwargs = dict(tokenizer=tokenizer, signal=signal, options=options, name=name, **params)
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as err:  # a catalog entry with a parameter its class does not take
+        raise ConfigError(f"catalog entry {name!r} does not fit {cls.__name__}: {err}") from None
+    return cls(**kwargs)
+
+
+def build_train_dataset(data_config: Any, tokenizer: Any, signal: SignalVocab | None, template: str,
+                        max_length: int | None = None, media_tokens: Mapping[str, int] | None = None,
+                        target_modalities: Iterable[str] = ()) -> tuple[NextGPTConcatDataset, list[str], list[int]]:
+    """The datasets named in `data_config.datasets`, concatenated, with the per-sample modality keys and length
+    estimates for `ModalityGroupedBatchSampler`.
+
+    `template`: conversation template (model.template); `max_length`: model.max_length; `media_tokens`: LLM tokens
+    per input item and modality after the input projector; `target_modalities`: modalities whose `output_*` media
+    are loaded as decoder targets (those with a denoising loss).
+    """
+    names = list(data_config.datasets)
+    if not names:
+        raise ConfigError("data.datasets is empty: name at least one dataset of nextgpt/dataset/catalog.py")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"data.datasets names a dataset twice: {names}")
+    root = Path(data_config.root)
+    if not root.is_dir():
+        raise ConfigError(f"data.root: {root} is not a directory (see data/README.md to prepare the data)")
+    options = SampleOptions.from_config(data_config, template, max_length, media_tokens, target_modalities)
+    datasets = [build_dataset(name, data_config, tokenizer, signal, options) for name in names]
+    concat = NextGPTConcatDataset(datasets, names)
+    logger.info("training data: %s", ", ".join(f"{n} ({len(d)})" for n, d in zip(names, datasets)))
+    return concat, concat.modalities, concat.lengths

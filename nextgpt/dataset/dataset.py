@@ -1,0 +1,495 @@
+"""Training samples from reference-format JSON files (NEW schema, spec §6.2; LEGACY pair files, §6.8).
+
+One class, :class:`ConversationDataset`, serves every NEW file (comprehension, generation, T-T+X, MosIT, LLaVA,
+Alpaca, VideoChat): a sample is a ``conversations`` list plus optional media and caption fields. Placeholders in
+HUMAN turns (``<image>`` / ``<video>`` / ``<audio>``) are encoder inputs (``input_*`` files, one per placeholder, in
+order); placeholders in GPT turns are signal-token spans, each paired in order with one caption embedding
+(``*_caption_embeddings``, or the raw ``*_captions`` when ``data.caption_embeddings: online``) and, when the caller
+asks for decoder targets, one ``output_*`` file.
+
+Loading the JSON validates every sample (structure, turn order, placeholder counts against media / caption counts)
+and raises :class:`DataError` naming the file and the sample index. ``__getitem__`` is lazy: it tokenizes, checks
+the spliced length, reads caption embeddings and decodes media. A missing or undecodable media file, or a sample
+that cannot fit ``max_length``, yields a :class:`SkippedSample` (logged) that the collator drops and counts — the
+counts travel inside the batch, so they reach the trainer from DataLoader workers; with ``strict`` it is a
+``DataError`` instead. A missing caption-embedding file is always a ``DataError`` (a preprocessing mistake, not bad
+data).
+
+Length: the caller gives ``max_length`` and ``media_tokens`` (LLM positions per input item after the projector);
+a sample longer than ``max_length`` after splicing loses trailing text when that cut crosses no placeholder and
+no signal span and leaves a supervised token, and is skipped (``too_long``) otherwise.
+
+Limits, without the reference's index errors (§12.15): beyond ``max_media_per_sample`` input items of a modality,
+or ``MAX_*_LENGTH`` (16) output spans of a modality, the extra items are dropped TOGETHER with their placeholders
+(the first ones are kept, deterministically, instead of the reference's random pick), with a warning.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch.utils.data import Dataset
+
+from ..constants import (
+    IGNORE_INDEX,
+    MAX_AUDIO_LENGTH,
+    MAX_IMAGE_LENGTH,
+    MAX_MEDIA_PER_SAMPLE,
+    MAX_VIDEO_LENGTH,
+    MODALITIES,
+    PLACEHOLDER_TOKEN,
+)
+from ..conversation import TEMPLATES, SignalVocab, TokenizedExample, tokenize_conversation
+from ..errors import ConfigError, DataError, MediaError
+from . import media as target_media
+from .embeddings import embedding_path, load_caption_embedding, read_json_list
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ConversationDataset",
+    "LegacyPairDataset",
+    "SampleOptions",
+    "SkippedSample",
+    "SKIP_BAD_MEDIA",
+    "SKIP_MISSING_MEDIA",
+    "SKIP_TOO_LONG",
+    "normalize_legacy_caption",
+]
+
+# Why a sample was skipped (keys of the per-epoch summary).
+SKIP_MISSING_MEDIA = "missing_media"
+SKIP_BAD_MEDIA = "bad_media"
+SKIP_TOO_LONG = "too_long"
+
+MAX_OUTPUT_SPANS = {"image": MAX_IMAGE_LENGTH, "video": MAX_VIDEO_LENGTH, "audio": MAX_AUDIO_LENGTH}
+_MAX_WARNINGS = 5  # per dataset and kind; further ones go to debug
+
+
+@dataclass(frozen=True)
+class SkippedSample:
+    """Returned by ``__getitem__`` instead of a sample; the collator drops it and counts it by ``reason``."""
+
+    sample_id: str
+    reason: str
+    message: str
+
+
+@dataclass
+class SampleOptions:
+    """How samples are built; the same for every dataset of a run (per-dataset folders live in the catalog).
+
+    ``max_length`` / ``media_tokens``: the model's longest spliced sequence and the LLM tokens one input item of
+    each modality becomes (e.g. 8 for the group projector); ``max_length=None`` disables the length check.
+    ``targets``: modalities whose ``output_*`` media are loaded as decoder targets (for the denoising loss).
+    """
+
+    template: str = "v1"
+    caption_embeddings: str = "cache"  # "cache" (read .npy) | "online" (raw captions)
+    targets: tuple[str, ...] = ()
+    image_aspect_ratio: str = "pad"
+    max_media_per_sample: int = MAX_MEDIA_PER_SAMPLE
+    max_length: int | None = None
+    media_tokens: Mapping[str, int] | None = None
+    strict: bool = False
+    image_target: Mapping[str, Any] = field(default_factory=dict)  # load_target_image keyword arguments
+    video_target: Mapping[str, Any] = field(default_factory=dict)
+    audio_target: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.template not in TEMPLATES:
+            raise ConfigError(f"unknown conversation template {self.template!r}; known: {', '.join(TEMPLATES)}")
+        if self.caption_embeddings not in ("cache", "online"):
+            raise ConfigError(f"caption_embeddings must be 'cache' or 'online', got {self.caption_embeddings!r}")
+        self.targets = tuple(self.targets)
+        bad = [m for m in self.targets if m not in MODALITIES]
+        if bad:
+            raise ConfigError(f"target modalities must be among {MODALITIES}, got {bad}")
+        if self.image_aspect_ratio not in ("pad", "square"):
+            raise ConfigError(f"image_aspect_ratio must be 'pad' or 'square', got {self.image_aspect_ratio!r}")
+        if not isinstance(self.max_media_per_sample, int) or self.max_media_per_sample < 1:
+            raise ConfigError(f"max_media_per_sample must be a positive integer, got {self.max_media_per_sample!r}")
+        if self.max_length is not None:
+            if not isinstance(self.max_length, int) or self.max_length < 1:
+                raise ConfigError(f"max_length must be a positive integer or None, got {self.max_length!r}")
+            tokens = dict(self.media_tokens or {})
+            missing = [m for m in MODALITIES if not isinstance(tokens.get(m), int) or tokens[m] < 1]
+            if missing:
+                raise ConfigError(f"media_tokens must give a positive number of LLM tokens per item for every "
+                                  f"modality when max_length is set; missing or bad: {missing}")
+            self.media_tokens = tokens
+
+    @classmethod
+    def from_config(cls, data_config: Any, template: str, max_length: int | None = None,
+                    media_tokens: Mapping[str, int] | None = None,
+                    targets: Iterable[str] = ()) -> "SampleOptions":
+        """Options from a `DataConfig` (nextgpt/config.py) plus what the model decides."""
+        return cls(template=template, caption_embeddings=data_config.caption_embeddings, targets=tuple(targets),
+                   image_aspect_ratio=data_config.image_aspect_ratio,
+                   max_media_per_sample=data_config.max_media_per_sample, max_length=max_length,
+                   media_tokens=media_tokens, strict=data_config.strict,
+                   image_target=dataclasses.asdict(data_config.image_target),
+                   video_target=dataclasses.asdict(data_config.video_target),
+                   audio_target=dataclasses.asdict(data_config.audio_target))
+
+
+@dataclass(slots=True)
+class _Item:
+    """One validated sample, as read from the JSON (after the limits above)."""
+
+    turns: list[dict]
+    inputs: dict[str, list[str]]  # input_* names per modality, in placeholder order
+    outputs: dict[str, list[str]]  # output_* names (decoder targets), in span order; may be empty
+    embeddings: dict[str, list[str]]  # *_caption_embeddings names, in span order
+    captions: dict[str, list[str]]  # *_captions, in span order
+    spans: dict[str, int]  # signal spans (gpt-side placeholders) per modality
+    modality: str
+    length: int
+
+
+_PLACEHOLDER_RE = {m: re.compile(re.escape(PLACEHOLDER_TOKEN[m]) + r"[ \t]?\n?") for m in MODALITIES}
+
+
+def _names(record: Mapping[str, Any], key: str, where: str) -> list[str]:
+    value = record.get(key)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise DataError(f"{where}: {key!r} must be a string or a list of strings, got {value!r:.80}")
+
+
+def _drop_placeholders(turns: list[dict], side: int, modality: str, keep: int) -> list[dict]:
+    """Remove the `modality` placeholders of one side (0 human, 1 gpt) after the first `keep` ones."""
+    seen = 0
+
+    def repl(match: re.Match) -> str:
+        nonlocal seen
+        seen += 1
+        return match.group(0) if seen <= keep else ""
+
+    out = []
+    for k, turn in enumerate(turns):
+        if k % 2 == side:
+            turn = {**turn, "value": _PLACEHOLDER_RE[modality].sub(repl, turn["value"])}
+        out.append(turn)
+    return out
+
+
+class ConversationDataset(Dataset):
+    """Samples of one NEW-schema JSON file (see the module docstring).
+
+    Args:
+        data_path: the JSON file.
+        tokenizer, signal: the LLM tokenizer with signal tokens registered, and their `SignalVocab`.
+        options: `SampleOptions` (template, caption mode, targets, limits, strictness).
+        image_folder / video_folder / audio_folder: where that modality's media names are resolved (a name
+            with no folder is used as given: absolute, or relative to the working directory).
+        embed_folder: where caption embeddings are read (cache mode).
+        name: the catalog name (sample ids are ``"<name>:<index>"``).
+    """
+
+    def __init__(self, data_path: str | os.PathLike, tokenizer: Any, signal: SignalVocab | None,
+                 options: SampleOptions | None = None, *, image_folder: str | os.PathLike | None = None,
+                 video_folder: str | os.PathLike | None = None, audio_folder: str | os.PathLike | None = None,
+                 embed_folder: str | os.PathLike | None = None, name: str | None = None) -> None:
+        self.data_path = Path(data_path)
+        self.tokenizer = tokenizer
+        self.signal = signal
+        self.options = options or SampleOptions()
+        self.folders = {"image": image_folder, "video": video_folder, "audio": audio_folder}
+        self.embed_folder = Path(embed_folder) if embed_folder is not None else None
+        self.name = name or self.data_path.stem
+        self._warned: dict[str, int] = {}
+        records = self._read_records()
+        self.items = [self._parse(record, i) for i, record in enumerate(records)]
+        logger.info("dataset %s: %d samples from %s", self.name, len(self.items), self.data_path)
+
+    # ------------------------------------------------------------------------------------------------- loading
+
+    def _read_records(self) -> list[Any]:
+        return read_json_list(self.data_path)
+
+    def _warn(self, kind: str, message: str, *args: Any) -> None:
+        count = self._warned.get(kind, 0)
+        self._warned[kind] = count + 1
+        if count == _MAX_WARNINGS - 1:
+            message += " (further ones of this kind are logged at debug level)"
+        logger.log(logging.WARNING if count < _MAX_WARNINGS else logging.DEBUG, message, *args)
+
+    def _parse(self, record: Any, index: int) -> _Item:
+        where = f"{self.data_path} sample {index}"
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: a sample must be a JSON object, got {type(record).__name__}")
+        turns = record.get("conversations")
+        if not isinstance(turns, list) or not turns:
+            raise DataError(f"{where}: 'conversations' must be a non-empty list of turns")
+        for k, turn in enumerate(turns):
+            if not isinstance(turn, dict) or not isinstance(turn.get("value"), str) \
+                    or turn.get("from") not in ("human", "gpt"):
+                raise DataError(f"{where}: turn {k} must be {{'from': 'human'|'gpt', 'value': str}}, got {turn!r:.80}")
+        if turns[0]["from"] != "human":  # the reference drops a leading non-human turn
+            turns = turns[1:]
+            if not turns:
+                raise DataError(f"{where}: no human turn")
+        for k, turn in enumerate(turns):
+            expected = "human" if k % 2 == 0 else "gpt"
+            if turn["from"] != expected:
+                raise DataError(f"{where}: turn {k} is from {turn['from']!r}, expected {expected!r} "
+                                "(turns must alternate human, gpt, ...)")
+        turns = [{"from": t["from"], "value": t["value"]} for t in turns]
+
+        cache = self.options.caption_embeddings == "cache"
+        inputs, outputs, embeddings, captions = {}, {}, {}, {}
+        n_in, n_out = {}, {}
+        for m in MODALITIES:
+            token = PLACEHOLDER_TOKEN[m]
+            n_in[m] = sum(t["value"].count(token) for t in turns[0::2])
+            n_out[m] = sum(t["value"].count(token) for t in turns[1::2])
+            inputs[m] = _names(record, f"input_{m}", where)
+            if len(inputs[m]) != n_in[m]:
+                raise DataError(f"{where}: {n_in[m]} {token} placeholder(s) in human turns but "
+                                f"{len(inputs[m])} file(s) in 'input_{m}'")
+            embeddings[m] = _names(record, f"{m}_caption_embeddings", where)
+            captions[m] = _names(record, f"{m}_captions", where)
+            key, listed = (f"{m}_caption_embeddings", embeddings[m]) if cache else (f"{m}_captions", captions[m])
+            if len(listed) != n_out[m]:
+                raise DataError(f"{where}: {n_out[m]} {token} placeholder(s) in gpt turns (signal spans) but "
+                                f"{len(listed)} entr{'y' if len(listed) == 1 else 'ies'} in {key!r}")
+            outputs[m] = _names(record, f"output_{m}", where)
+            if m in self.options.targets and outputs[m] and len(outputs[m]) != n_out[m]:
+                raise DataError(f"{where}: {n_out[m]} {token} placeholder(s) in gpt turns but "
+                                f"{len(outputs[m])} file(s) in 'output_{m}'")
+            if n_out[m] and cache and self.embed_folder is None:
+                raise DataError(f"{where}: the sample has {m} signal spans but dataset {self.name!r} has no "
+                                "caption-embedding folder (catalog 'embed_folder' or data.embed_dir)")
+
+        # Limits: drop the extra items together with their placeholders.
+        for m in MODALITIES:
+            keep = self.options.max_media_per_sample
+            if n_in[m] > keep:
+                self._warn("max_media", "%s: %d input %s items, keeping the first %d (max_media_per_sample)",
+                           where, n_in[m], m, keep)
+                turns = _drop_placeholders(turns, 0, m, keep)
+                inputs[m], n_in[m] = inputs[m][:keep], keep
+            keep = MAX_OUTPUT_SPANS[m]
+            if n_out[m] > keep:
+                self._warn("max_output", "%s: %d output %s spans, keeping the first %d (MAX_%s_LENGTH)",
+                           where, n_out[m], m, keep, m.upper())
+                turns = _drop_placeholders(turns, 1, m, keep)
+                n_out[m] = keep
+                for lists in (embeddings, captions, outputs):
+                    lists[m] = lists[m][:keep]
+
+        involved = [m for m in MODALITIES if n_in[m] or n_out[m]]
+        key = "+".join(involved) or "text"
+        if any(n_out[m] and outputs[m] for m in self.options.targets):
+            key += ":targets"  # batches never mix samples with and without decoder targets
+        length = sum(len(t["value"].split()) for t in turns)
+        per_item = self.options.media_tokens or {}
+        for m in MODALITIES:
+            length += n_in[m] * (per_item.get(m, 1) - 1)
+            if self.signal is not None and n_out[m]:
+                length += n_out[m] * (self.signal.span_length(m) - 1)
+        return _Item(turns, inputs, outputs, embeddings, captions, n_out, key, max(1, length))
+
+    # --------------------------------------------------------------------------------------------- properties
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def modalities(self) -> list[str]:
+        """Per sample: the modalities it involves on either side, joined by "+" ("image", "image+audio", …), or
+        "text", with ":targets" appended when it carries requested decoder targets — the key the sampler groups
+        batches on (so a batch's spans all have targets or none has). Read from the JSON only."""
+        return [item.modality for item in self.items]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Per sample: an estimate of its spliced length in tokens (words + media tokens + signal spans), from the
+        JSON only (no tokenizing, no media decoding); the sampler balances micro-batches with it."""
+        return [item.length for item in self.items]
+
+    def sample_id(self, index: int) -> str:
+        return f"{self.name}:{index}"
+
+    # ------------------------------------------------------------------------------------------------ samples
+
+    def _skip(self, index: int, reason: str, message: str, error: Exception | None = None) -> SkippedSample:
+        where = f"{self.data_path} sample {index}"
+        if self.options.strict:
+            raise DataError(f"{where}: {message} (data.strict is true)") from error
+        sid = self.sample_id(index)
+        self._warn(reason, "skipping %s (%s): %s", sid, where, message)
+        return SkippedSample(sid, reason, message)
+
+    def _media_path(self, modality: str, name: str) -> Path:
+        folder = self.folders[modality]
+        return Path(folder) / name if folder is not None else Path(name)
+
+    def _fit_length(self, ex: TokenizedExample, index: int) -> TokenizedExample | SkippedSample:
+        """Keep the spliced length within max_length: cut trailing text only, never a placeholder or a span."""
+        opts = self.options
+        if opts.max_length is None:
+            return ex
+        positions = [p for p, tok in enumerate(ex.input_ids) if tok < 0]
+        extra = sum(opts.media_tokens[m] - 1 for m in ex.input_media)
+        total = len(ex.input_ids) + extra
+        if total <= opts.max_length:
+            return ex
+        protected = max([p + 1 for p in positions] + [s.end for s in ex.output_spans] + [0])
+        keep = opts.max_length - extra  # token positions that fit
+        if protected > keep:
+            return self._skip(index, SKIP_TOO_LONG,
+                              f"{total} tokens after splicing exceed max_length {opts.max_length} and the cut "
+                              "would go through an input placeholder or a signal span")
+        labels = ex.labels[:keep]
+        if all(label == IGNORE_INDEX for label in labels):
+            return self._skip(index, SKIP_TOO_LONG,
+                              f"{total} tokens after splicing exceed max_length {opts.max_length} and no "
+                              "supervised token would be left")
+        return TokenizedExample(ex.input_ids[:keep], labels, ex.input_media, ex.output_spans)
+
+    def _load_inputs(self, item: _Item) -> dict[str, torch.Tensor]:
+        """Encoder inputs per modality: image (K,3,224,224), video (K,15,3,2,224,224), audio (K,3,1,128,204)."""
+        from ..model.multimodal_encoder.imagebind.data import preprocess
+
+        out = {}
+        for m in MODALITIES:
+            names = item.inputs[m]
+            if not names:
+                continue
+            unique = list(dict.fromkeys(names))  # LLaVA lists one image once per placeholder: decode it once
+            tensor = preprocess([self._media_path(m, n) for n in unique], m,
+                                aspect_ratio=self.options.image_aspect_ratio)
+            if len(unique) != len(names):
+                tensor = tensor[[unique.index(n) for n in names]]
+            out[m] = tensor
+        return out
+
+    def _load_targets(self, item: _Item) -> dict[str, torch.Tensor]:
+        """Decoder targets per requested modality, one per span: image (K,3,H,W), video (K,3,F,H,W), audio (K,T,M)."""
+        loaders = {"image": (target_media.load_target_image, self.options.image_target),
+                   "video": (target_media.load_target_video, self.options.video_target),
+                   "audio": (target_media.load_target_audio, self.options.audio_target)}
+        out = {}
+        for m in self.options.targets:
+            if not item.outputs[m]:
+                continue
+            load, kwargs = loaders[m]
+            out[m] = torch.stack([load(self._media_path(m, n), **kwargs) for n in item.outputs[m]])
+        return out
+
+    def _load_embeddings(self, item: _Item, index: int) -> dict[str, torch.Tensor]:
+        where = f"{self.data_path} sample {index}"
+        out = {}
+        for m in MODALITIES:
+            names = item.embeddings[m]
+            if not names:
+                continue
+            arrays = [load_caption_embedding(embedding_path(self.embed_folder, n), where) for n in names]
+            shapes = {a.shape for a in arrays}
+            if len(shapes) != 1:
+                raise DataError(f"{where}: {m} caption embeddings of different shapes {sorted(shapes)}")
+            out[m] = torch.stack([torch.from_numpy(a) for a in arrays])
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, Any] | SkippedSample:
+        """A sample dict (see `nextgpt.dataset.collator`) or a `SkippedSample`."""
+        if index < 0:
+            index += len(self.items)
+        item = self.items[index]
+        where = f"{self.data_path} sample {index}"
+        ex = tokenize_conversation(self.options.template, item.turns, self.tokenizer, self.signal, where=where)
+        for m in MODALITIES:
+            spans = sum(s.modality == m for s in ex.output_spans)
+            if ex.input_media.count(m) != len(item.inputs[m]) or spans != item.spans[m]:
+                raise DataError(f"{where}: the {m} placeholders of the rendered prompt do not match the sample's "
+                                f"media / caption lists (template {self.options.template!r})")
+        fitted = self._fit_length(ex, index)
+        if isinstance(fitted, SkippedSample):
+            return fitted
+        truncated = len(fitted.input_ids) < len(ex.input_ids)
+
+        sample: dict[str, Any] = {
+            "id": self.sample_id(index),
+            "modality": item.modality,
+            "input_ids": torch.tensor(fitted.input_ids, dtype=torch.long),
+            "labels": torch.tensor(fitted.labels, dtype=torch.long),
+            "truncated": truncated,
+            "spans": {m: n for m, n in item.spans.items() if n},
+            "caption_embeddings": {},
+            "captions": {},
+        }
+        if self.options.caption_embeddings == "cache":
+            sample["caption_embeddings"] = self._load_embeddings(item, index)
+        else:
+            sample["captions"] = {m: list(item.captions[m]) for m in MODALITIES if item.captions[m]}
+        try:
+            sample["media"] = self._load_inputs(item)
+            sample["targets"] = self._load_targets(item)
+        except MediaError as err:
+            reason = SKIP_MISSING_MEDIA if not os.path.exists(err.path) else SKIP_BAD_MEDIA
+            return self._skip(index, reason, str(err), err)
+        return sample
+
+
+# ------------------------------------------------------------------------------------------------------ LEGACY
+
+_LEGACY_STRIP = re.compile(r"[\"()*#:;~]")
+
+
+def normalize_legacy_caption(caption: str) -> str:
+    """The 2023 release's `process_caption`: lower case, `" ( ) * # : ; ~` → space, whitespace runs collapsed."""
+    return " ".join(_LEGACY_STRIP.sub(" ", caption.lower()).split())
+
+
+class LegacyPairDataset(ConversationDataset):
+    """A raw pair file (`cc3m.json`: `{caption, id, image_name}`; `webvid.json`: `video_name`; `audiocap.json`:
+    `audio_name`) read with the 2023 release's stage-1 / stage-2 text (spec §6.8), through the same code path.
+
+    `task="comprehension"`: human ``<image> generate a caption`` → gpt caption (rendered by the `legacy` template as
+    ``### Human: <Img><image></Img> generate a caption\\n### Assistant: caption\\n###``). `task="generation"`:
+    human caption → gpt ``caption<image>`` (signal tokens straight after the caption, as the release trained),
+    caption embedding ``<media name>.npy``. The conversation text uses the release's normalised caption
+    (`normalize_caption`), the caption embeddings / online captions the raw one, as the release did.
+    """
+
+    def __init__(self, data_path: str | os.PathLike, tokenizer: Any, signal: SignalVocab | None,
+                 options: SampleOptions | None = None, *, modality: str, task: str, prompt: str = "generate a caption",
+                 normalize_caption: bool = True, **kwargs: Any) -> None:
+        if modality not in MODALITIES:
+            raise ConfigError(f"legacy pair data: modality must be one of {MODALITIES}, got {modality!r}")
+        if task not in ("comprehension", "generation"):
+            raise ConfigError(f"legacy pair data: task must be 'comprehension' or 'generation', got {task!r}")
+        self.modality, self.task, self.prompt, self.normalize_caption = modality, task, prompt, normalize_caption
+        super().__init__(data_path, tokenizer, signal, options, **kwargs)
+
+    def _read_records(self) -> list[Any]:
+        m, token = self.modality, PLACEHOLDER_TOKEN[self.modality]
+        records = []
+        for i, row in enumerate(read_json_list(self.data_path)):
+            where = f"{self.data_path} sample {i}"
+            if not isinstance(row, dict) or not isinstance(row.get(f"{m}_name"), str) \
+                    or not isinstance(row.get("caption"), str):
+                raise DataError(f"{where}: a {m} pair needs string fields '{m}_name' and 'caption'")
+            name, caption = row[f"{m}_name"], row["caption"]
+            text = normalize_legacy_caption(caption) if self.normalize_caption else caption.strip()
+            if self.task == "comprehension":
+                records.append({f"input_{m}": name, "conversations": [
+                    {"from": "human", "value": f"{token} {self.prompt}"}, {"from": "gpt", "value": text}]})
+            else:
+                records.append({f"output_{m}": name, f"{m}_captions": caption,
+                                f"{m}_caption_embeddings": f"{name}.npy", "conversations": [
+                                    {"from": "human", "value": text}, {"from": "gpt", "value": f"{text}{token}"}]})
+        return records
+
