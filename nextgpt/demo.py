@@ -2,6 +2,8 @@
 
     python -m nextgpt.demo prepare --models checkpoints/tiny --data data/synthetic
         tiny models (if missing), the synthetic dataset, every caption embedding the catalog needs
+    python -m nextgpt.demo predict --model checkpoints/demo/merged --output-dir checkpoints/demo/predictions
+        a text answer, an image, a sound, a video, and an answer about an input image
     python -m nextgpt.demo report checkpoints/demo
         where everything is, and each stage's losses at the start and at the end (from TensorBoard)
 """
@@ -59,10 +61,56 @@ def prepare(models: Path, data: Path, seed: int = 0) -> None:
     logger.info("caption embeddings: %d written", written)
 
 
+# The demo's requests: the first request of each synthetic instruction set (the distribution the tiny model was
+# tuned on), and a question about an input image.
+DEMO_REQUESTS = [
+    ("text", "IT_data/T+X-T_data/alpaca/preprocessed_alpaca.json"),
+    ("image", "IT_data/T-T+X_data/image_instruction_tuning.json"),
+    ("audio", "IT_data/T-T+X_data/audio_instruction_tuning.json"),
+    ("video", "IT_data/T-T+X_data/video_instruction_tuning.json"),
+    ("image_question", "IT_data/T+X-T_data/llava/preprocessed_llava.json"),
+]
+
+
+def demo_requests(data: Path) -> list[tuple[str, str, list[Path]]]:
+    """(name, prompt, input images) of the demo's requests, read from the synthetic dataset."""
+    import json
+
+    out = []
+    for name, path in DEMO_REQUESTS:
+        record = json.loads((data / path).read_text())[0]
+        prompt = record["conversations"][0]["value"]
+        images = [data / Path(path).parent / "images" / n for n in record.get("input_image", [])]
+        out.append((name, prompt, images))
+    return out
+
+
+def predict(model: Path, outdir: Path, data: Path) -> list[dict]:
+    """Run the demo's requests on a trained model; each request's files go to `outdir/<name>/`. A generation
+    request the model answers without its modality is reported, then asked again with that output forced."""
+    from .inference import NextGPTGenerator, write_result
+
+    generator = NextGPTGenerator.from_pretrained(model)
+    results = []
+    for name, prompt, images in demo_requests(data):
+        result = generator.generate(prompt, images=images)
+        wanted = name if name in MODALITIES else None
+        note = ""
+        if wanted and not result.media(wanted):
+            note = f" (the model answered without a {wanted}; asked again with --force-modality {wanted})"
+            result = generator.generate(prompt, images=images, force_modality=wanted)
+        summary = write_result(result, outdir / name, video_fps=generator.options.video_fps)
+        results.append({"request": name, "prompt": prompt, "forced": bool(note), **summary})
+        files = [str(outdir / name / f) for key in ("images", "audios", "videos") for f in summary[key]]
+        print(f"[{name}] {prompt!r}{note}\n    -> {summary['text']!r}\n       {' '.join(files)}")
+    return results
+
+
 def stage_losses(run_dir: Path) -> dict[str, tuple[float, float, int]]:
     """{tag: (mean of the first tenth, mean of the last tenth, number of points)} of a run's loss curves."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    logging.getLogger("tensorboard").setLevel(logging.ERROR)
     acc = EventAccumulator(str(run_dir / "logs"), size_guidance={"scalars": 0})
     acc.Reload()
     out = {}
@@ -76,8 +124,9 @@ def stage_losses(run_dir: Path) -> dict[str, tuple[float, float, int]]:
 
 
 def report(root: Path) -> int:
-    """Print where the demo's outputs are and how each stage's losses moved. Returns 1 if a loss rose."""
-    rising = 0
+    """Print where the demo's outputs are and how each stage's losses moved (mean of the first tenth of the
+    steps -> mean of the last tenth). Returns 1 if a stage's total loss did not fall."""
+    failed = 0
     lines = [f"demo outputs under {root}:"]
     for stage in ("stage_1", "stage_2", "stage_3"):
         run = root / stage
@@ -86,14 +135,16 @@ def report(root: Path) -> int:
         lines.append(f"  {run}/  (weights: model.safetensors{', adapter/' if (run / 'adapter').is_dir() else ''};"
                      f" TensorBoard: {run / 'logs'})")
         for tag, (first, last, n) in sorted(stage_losses(run).items()):
-            mark = "falling" if last < first else "NOT falling"
-            rising += last >= first
-            lines.append(f"      {tag:<22} {first:8.4f} -> {last:8.4f}  ({n} steps, {mark})")
+            lines.append(f"      {tag:<22} {first:8.4f} -> {last:8.4f}  ({n} steps, "
+                         f"{'falling' if last < first else 'not falling'})")
+            failed += tag == "loss/total" and last >= first
     for extra in ("merged", "predictions"):
         if (root / extra).is_dir():
             lines.append(f"  {root / extra}/")
+            lines += [f"      {p.relative_to(root / extra)}" for p in sorted((root / extra).rglob("*"))
+                      if extra == "predictions" and p.is_file()]
     print("\n".join(lines))
-    return 1 if rising else 0
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,12 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=Path, default=Path("checkpoints/tiny"))
     p.add_argument("--data", type=Path, default=Path("data/synthetic"))
     p.add_argument("--seed", type=int, default=0)
+    q = sub.add_parser("predict")
+    q.add_argument("--model", type=Path, default=Path("checkpoints/demo/merged"))
+    q.add_argument("--output-dir", type=Path, default=Path("checkpoints/demo/predictions"))
+    q.add_argument("--data", type=Path, default=Path("data/synthetic"))
     r = sub.add_parser("report")
     r.add_argument("root", type=Path, nargs="?", default=Path("checkpoints/demo"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "prepare":
         prepare(args.models, args.data, args.seed)
+        return 0
+    if args.command == "predict":
+        predict(args.model, args.output_dir, args.data)
         return 0
     return report(args.root)
 
