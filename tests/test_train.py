@@ -35,6 +35,14 @@ def demo_data(tiny_models, tmp_path_factory) -> Path:
     return root
 
 
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a child run: without the process-group variables of this (pytest) process."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(extra)
+    return env
+
+
 def overrides(tiny_models, data: Path, out: Path, *extra: str) -> list[str]:
     return tiny_model_overrides(tiny_models) + [f"data.root={data}", f"train.output_dir={out}", *extra]
 
@@ -114,9 +122,8 @@ def test_three_stages_chain_and_each_changes_exactly_its_preset(tiny_models, dem
 # ------------------------------------------------------------------------------------- multi-process
 
 
-def launch(script: str, nproc: int, args: list[str], port: int, env_extra: dict | None = None) -> None:
-    env = dict(os.environ, NUM_GPUS=str(nproc), MASTER_PORT=str(port), CONFIG="configs/tiny/stage_1.yaml",
-               **(env_extra or {}))
+def launch(script: str, nproc: int, args: list[str], port: int) -> None:
+    env = subprocess_env(NUM_GPUS=str(nproc), MASTER_PORT=str(port), CONFIG="configs/tiny/stage_1.yaml")
     proc = subprocess.run(["bash", f"scripts/{script}", *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -204,7 +211,7 @@ KILLER = textwrap.dedent("""
 def train_subprocess(args: list[str], tmp: Path, kill: tuple[str, int] | None = None) -> int:
     script = tmp / "killer.py"
     script.write_text(KILLER)
-    env = dict(os.environ, KILL_MODE=kill[0] if kill else "none", KILL_STEP=str(kill[1] if kill else 0))
+    env = subprocess_env(KILL_MODE=kill[0] if kill else "none", KILL_STEP=str(kill[1] if kill else 0))
     proc = subprocess.run([sys.executable, str(script), "--config", "configs/tiny/stage_3.yaml", *args], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=600)
     if kill is None:
@@ -257,7 +264,7 @@ def test_sigkill_and_resume_end_exactly_where_an_uninterrupted_run_does(tiny_mod
 def test_dry_run_prints_a_two_node_launch(tmp_path):
     hosts = tmp_path / "hosts"
     hosts.write_text("# two nodes\nworker-1 slots=8\n\nworker-2 slots=8\n")
-    env = dict(os.environ, DRY_RUN="1", NUM_GPUS="8", HOSTFILE=str(hosts))
+    env = subprocess_env(DRY_RUN="1", NUM_GPUS="8", HOSTFILE=str(hosts))
     out = subprocess.run(["bash", "scripts/finetune.sh", "train.lr=1e-4"], cwd=REPO, env=env, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out[0].endswith("deepspeed")

@@ -48,11 +48,17 @@ def init_distributed() -> tuple[int, int, int]:
     """Join (or, for a plain `python train.py`, create) the process group: returns (rank, world, local rank)."""
     import deepspeed
 
-    if "RANK" not in os.environ:  # single process without a launcher
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if "RANK" not in os.environ:  # a single process without a launcher: rendezvous through a file, no port
+        import tempfile
+
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1",
                           LOCAL_RANK="0")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(dist_backend=backend)
+        store = tempfile.NamedTemporaryFile(prefix="nextgpt-rendezvous-", delete=False).name
+        os.unlink(store)
+        deepspeed.init_distributed(dist_backend=backend, init_method=f"file://{store}", rank=0, world_size=1)
+    else:
+        deepspeed.init_distributed(dist_backend=backend)
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
 
 
@@ -259,7 +265,8 @@ class Trainer:
         params = [p for ps in model.parameter_groups().values() for p in ps]
         with self._gathered(params):
             state = model.trainable_state_dict()
-            adapter = ({k: v.detach().cpu() for k, v in get_peft_model_state_dict(model.llm).items()}
+            adapter = ({k: v.detach().cpu() for k, v in get_peft_model_state_dict(
+                model.llm, save_embedding_layers=False).items()}
                        if model.has_lora else None)
         if self.rank == 0:
             model.save_pretrained(outdir, self.config, state=state, adapter_state=adapter)
