@@ -41,7 +41,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -51,9 +51,12 @@ from .constants import MODALITIES, PLACEHOLDER_TOKEN
 from .conversation import SepStyle, get_template, tokenize_conversation
 from .errors import ConfigError, DataError, NextGPTError
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 logger = logging.getLogger(__name__)
 
-MediaItem = Union[str, os.PathLike, "Image.Image"]  # noqa: F821  (PIL images are accepted for the image modality)
+MediaItem = Union[str, os.PathLike, "Image.Image"]  # PIL images are accepted for the image modality
 LogitsHook = Callable[[int, torch.Tensor], torch.Tensor]
 ForceSpec = Union[str, Sequence[str], None]  # one modality, several, or none
 

@@ -58,3 +58,39 @@ def tiny_model_overrides(paths: dict[str, Path]) -> list[str]:
     return [f"model.llm={paths['llm']}", f"model.encoder.checkpoint={paths['imagebind']}",
             f"model.image.decoder={paths['sd']}", f"model.video.decoder={paths['zeroscope']}",
             f"model.audio.decoder={paths['audioldm']}"]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the thread barriers stall
+    (a decode step went from ~3 ms to ~18 ms under load). Use with `pytestmark = usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def save_tiny_stage3(paths: dict[str, Path], outdir: Path, seed: int = 0, lora_b_std: float | None = None,
+                     signal_rows_std: float | None = None) -> Path:
+    """A tiny stage-3 checkpoint (LoRA attached), optionally with random LoRA B matrices / signal rows so that
+    they matter. Returns its directory."""
+    import torch
+
+    from nextgpt.config import load_config
+    from nextgpt.model.nextgpt import build_model
+
+    config = load_config(REPO / "configs/tiny/stage_3.yaml", tiny_model_overrides(paths))
+    torch.manual_seed(seed)
+    model = build_model(config.model, losses=config.train.losses)
+    model.enable_lora(config.model.lora)
+    with torch.no_grad():
+        if lora_b_std is not None:
+            for name, p in model.llm.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, lora_b_std)
+        if signal_rows_std is not None:
+            for rows in model.signal_rows():
+                rows.rows.normal_(0, signal_rows_std)
+    return model.save_pretrained(outdir, config)

@@ -11,8 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_model_overrides
-from nextgpt.config import load_config
+from conftest import save_tiny_stage3
 from nextgpt.constants import IMAGE_TOKEN_INDEX
 from nextgpt.errors import ConfigError, DataError, MediaError
 from nextgpt.inference import (
@@ -26,7 +25,6 @@ from nextgpt.inference import (
     stop_strings,
     write_result,
 )
-from nextgpt.model.nextgpt import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 # tiny decoding so that every output costs a fraction of a second
@@ -34,28 +32,13 @@ SMALL = dict(image_steps=2, image_height=32, image_width=48, video_steps=2, vide
              video_frames=3, audio_steps=2, audio_length_s=0.5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the thread barriers stall
-    (a decode step went from ~3 ms to ~18 ms under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tiny_models, tmp_path_factory) -> Path:
-    """An untrained tiny stage-3 checkpoint (LoRA attached, with non-zero B matrices)."""
-    config = load_config(REPO / "configs/tiny/stage_3.yaml", tiny_model_overrides(tiny_models))
-    torch.manual_seed(0)
-    model = build_model(config.model, losses=config.train.losses)
-    model.enable_lora(config.model.lora)
-    with torch.no_grad():  # non-zero LoRA B so that the adapter matters
-        for name, p in model.llm.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.02)
-    return model.save_pretrained(tmp_path_factory.mktemp("ckpt") / "stage_3", config)
+    """An untrained tiny stage-3 checkpoint (LoRA attached, with non-zero B matrices so that it matters)."""
+    return save_tiny_stage3(tiny_models, tmp_path_factory.mktemp("ckpt") / "stage_3", lora_b_std=0.02)
 
 
 @pytest.fixture(scope="module")

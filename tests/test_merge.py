@@ -8,40 +8,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_model_overrides
-from nextgpt.config import load_config
+from conftest import save_tiny_stage3
 from nextgpt.errors import CheckpointError
 from nextgpt.inference import NextGPTGenerator
-from nextgpt.model.nextgpt import NextGPTModel, build_model
+from nextgpt.model.nextgpt import NextGPTModel
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import merge_lora_weights  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def stage3(tiny_models, tmp_path_factory) -> Path:
     """A tiny stage-3 checkpoint whose LoRA B matrices and signal rows are non-trivial (random)."""
-    config = load_config(REPO / "configs/tiny/stage_3.yaml", tiny_model_overrides(tiny_models))
-    torch.manual_seed(1)
-    model = build_model(config.model, losses=config.train.losses)
-    model.enable_lora(config.model.lora)
-    embed, head = model.signal_rows()
-    with torch.no_grad():
-        for name, p in model.llm.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
-        embed.rows.normal_(0, 0.05)
-        head.rows.normal_(0, 0.05)
-    return model.save_pretrained(tmp_path_factory.mktemp("stage3") / "stage_3", config)
+    return save_tiny_stage3(tiny_models, tmp_path_factory.mktemp("stage3") / "stage_3", seed=1, lora_b_std=0.05,
+                            signal_rows_std=0.05)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_model_overrides
+from conftest import save_tiny_stage3, tiny_model_overrides
 from nextgpt.config import load_config
 from nextgpt.model.nextgpt import NextGPTModel, build_model
 
@@ -30,22 +30,13 @@ LEGACY = ["model.signal_layout=legacy", "model.template=legacy", "model.encoder.
           "data.image_aspect_ratio=square"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tiny_models, tmp_path_factory) -> Path:
     """An untrained tiny stage-3 checkpoint (outputs come from --force-modality)."""
-    config = load_config(REPO / "configs/tiny/stage_3.yaml", tiny_model_overrides(tiny_models))
-    torch.manual_seed(0)
-    model = build_model(config.model, losses=config.train.losses)
-    model.enable_lora(config.model.lora)
-    return model.save_pretrained(tmp_path_factory.mktemp("ckpt") / "stage_3", config)
+    return save_tiny_stage3(tiny_models, tmp_path_factory.mktemp("ckpt") / "stage_3")
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ from ..constants import (
 from ..conversation import TEMPLATES, SignalVocab, TokenizedExample, tokenize_conversation
 from ..errors import ConfigError, DataError, MediaError
 from . import media as target_media
-from .embeddings import embedding_path, load_caption_embedding, read_json_list
+from .embeddings import as_string_list, embedding_path, load_caption_embedding, read_json_list
 
 logger = logging.getLogger(__name__)
 
@@ -156,17 +156,6 @@ class _Item:
 _PLACEHOLDER_RE = {m: re.compile(re.escape(PLACEHOLDER_TOKEN[m]) + r"[ \t]?\n?") for m in MODALITIES}
 
 
-def _names(record: Mapping[str, Any], key: str, where: str) -> list[str]:
-    value = record.get(key)
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise DataError(f"{where}: {key!r} must be a string or a list of strings, got {value!r:.80}")
-
-
 def _drop_placeholders(turns: list[dict], side: int, modality: str, keep: int) -> list[dict]:
     """Remove the `modality` placeholders of one side (0 human, 1 gpt) after the first `keep` ones."""
     seen = 0
@@ -247,6 +236,9 @@ class ConversationDataset(Dataset):
                                 "(turns must alternate human, gpt, ...)")
         turns = [{"from": t["from"], "value": t["value"]} for t in turns]
 
+        def strings(key: str) -> list[str]:
+            return as_string_list(record.get(key), key, where)
+
         cache = self.options.caption_embeddings == "cache"
         inputs, outputs, embeddings, captions = {}, {}, {}, {}
         n_in, n_out = {}, {}
@@ -254,17 +246,17 @@ class ConversationDataset(Dataset):
             token = PLACEHOLDER_TOKEN[m]
             n_in[m] = sum(t["value"].count(token) for t in turns[0::2])
             n_out[m] = sum(t["value"].count(token) for t in turns[1::2])
-            inputs[m] = _names(record, f"input_{m}", where)
+            inputs[m] = strings(f"input_{m}")
             if len(inputs[m]) != n_in[m]:
                 raise DataError(f"{where}: {n_in[m]} {token} placeholder(s) in human turns but "
                                 f"{len(inputs[m])} file(s) in 'input_{m}'")
-            embeddings[m] = _names(record, f"{m}_caption_embeddings", where)
-            captions[m] = _names(record, f"{m}_captions", where)
+            embeddings[m] = strings(f"{m}_caption_embeddings")
+            captions[m] = strings(f"{m}_captions")
             key, listed = (f"{m}_caption_embeddings", embeddings[m]) if cache else (f"{m}_captions", captions[m])
             if len(listed) != n_out[m]:
                 raise DataError(f"{where}: {n_out[m]} {token} placeholder(s) in gpt turns (signal spans) but "
                                 f"{len(listed)} entr{'y' if len(listed) == 1 else 'ies'} in {key!r}")
-            outputs[m] = _names(record, f"output_{m}", where)
+            outputs[m] = strings(f"output_{m}")
             if m in self.options.targets and outputs[m] and len(outputs[m]) != n_out[m]:
                 raise DataError(f"{where}: {n_out[m]} {token} placeholder(s) in gpt turns but "
                                 f"{len(outputs[m])} file(s) in 'output_{m}'")

@@ -104,7 +104,8 @@ def read_json_list(path: str | os.PathLike) -> list[Any]:
     return data
 
 
-def _as_list(value: Any, key: str, where: str) -> list[str]:
+def as_string_list(value: Any, key: str, where: str) -> list[str]:
+    """A JSON field that holds one string or a list of strings, as a list; anything else is a DataError."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -133,14 +134,14 @@ def caption_jobs(data_path: str | os.PathLike, modality: str) -> list[tuple[str,
         if not isinstance(row, dict):
             raise DataError(f"{where}: a sample must be a JSON object, got {type(row).__name__}")
         if cap_key in row or emb_key in row:
-            captions = _as_list(row.get(cap_key), cap_key, where)
-            names = _as_list(row.get(emb_key), emb_key, where)
+            captions = as_string_list(row.get(cap_key), cap_key, where)
+            names = as_string_list(row.get(emb_key), emb_key, where)
             if len(captions) != len(names):
                 raise DataError(f"{where}: {len(captions)} {cap_key} but {len(names)} {emb_key}")
             pairs = zip(names, captions)
         elif name_key in row and "caption" in row:
-            media = _as_list(row[name_key], name_key, where)
-            caption = _as_list(row["caption"], "caption", where)
+            media = as_string_list(row[name_key], name_key, where)
+            caption = as_string_list(row["caption"], "caption", where)
             if len(media) != 1 or len(caption) != 1:
                 raise DataError(f"{where}: a pair row needs one {name_key!r} and one 'caption'")
             pairs = [(media[0] + EMBEDDING_SUFFIX, caption[0])]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..constants import DEFAULT_SIGNAL_COUNTS, MODALITIES
+from ..constants import DEFAULT_SIGNAL_COUNTS
 from ..conversation import TEMPLATES, SignalVocab, tokens_to_register
 from ..errors import CheckpointError
 
