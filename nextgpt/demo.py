@@ -85,9 +85,33 @@ def demo_requests(data: Path) -> list[tuple[str, str, list[Path]]]:
     return out
 
 
+def answer_check(generator, data: Path, per_set: int = 8) -> dict[str, tuple[int, int]]:
+    """How often the model, unforced, answers the first `per_set` requests of each instruction set as trained:
+    {set: (answers with the requested output, or without any output for text requests; requests asked)}."""
+    import json
+
+    checks = {"image": "IT_data/T-T+X_data/image_instruction_tuning.json",
+              "video": "IT_data/T-T+X_data/video_instruction_tuning.json",
+              "audio": "IT_data/T-T+X_data/audio_instruction_tuning.json",
+              "text": "IT_data/T+X-T_data/alpaca/preprocessed_alpaca.json"}
+    fast = {"image_steps": 1, "video_steps": 1, "audio_steps": 1}  # only which outputs appear matters here
+    out = {}
+    for name, path in checks.items():
+        records = json.loads((data / path).read_text())[:per_set]
+        good = 0
+        for record in records:
+            result = generator.generate(record["conversations"][0]["value"], **fast)
+            kinds = {o.modality for o in result.outputs}
+            good += (not kinds) if name == "text" else (name in kinds)
+        out[name] = (good, len(records))
+    return out
+
+
 def predict(model: Path, outdir: Path, data: Path) -> list[dict]:
     """Run the demo's requests on a trained model; each request's files go to `outdir/<name>/`. A generation
     request the model answers without its modality is reported, then asked again with that output forced."""
+    import json
+
     from .inference import NextGPTGenerator, write_result
 
     generator = NextGPTGenerator.from_pretrained(model)
@@ -97,12 +121,18 @@ def predict(model: Path, outdir: Path, data: Path) -> list[dict]:
         wanted = name if name in MODALITIES else None
         note = ""
         if wanted and not result.media(wanted):
-            note = f" (the model answered without a {wanted}; asked again with --force-modality {wanted})"
+            article = "an" if wanted[0] in "aeiou" else "a"
+            note = f" (the model answered without {article} {wanted}; asked again with --force-modality {wanted})"
             result = generator.generate(prompt, images=images, force_modality=wanted)
         summary = write_result(result, outdir / name, video_fps=generator.options.video_fps)
         results.append({"request": name, "prompt": prompt, "forced": bool(note), **summary})
         files = [str(outdir / name / f) for key in ("images", "audios", "videos") for f in summary[key]]
         print(f"[{name}] {prompt!r}{note}\n    -> {summary['text']!r}\n       {' '.join(files)}")
+    check = answer_check(generator, data)
+    print("unforced answers to training requests: " + ", ".join(
+        f"{name} {good}/{n} {'without media' if name == 'text' else f'with the {name}'}"
+        for name, (good, n) in check.items()))
+    (outdir / "answer_check.json").write_text(json.dumps(check, indent=1) + "\n")
     return results
 
 

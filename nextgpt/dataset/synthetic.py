@@ -167,8 +167,8 @@ class SyntheticCounts:
     videos: int = 40  # webvid-style video-caption pairs
     audios: int = 40  # audiocaps-style audio-caption pairs
     it_image: int = 60  # T-T+X instruction samples per output modality
-    it_video: int = 30
-    it_audio: int = 30
+    it_video: int = 60
+    it_audio: int = 60
     mosit: int = 24  # multi-turn modality-switching dialogues
     llava: int = 40  # image question-answering dialogues
     alpaca: int = 60  # text-only instructions
