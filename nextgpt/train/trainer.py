@@ -397,19 +397,19 @@ class Trainer:
                    desc=f"stage {t.stage}", dynamic_ncols=True)
         micro = self._micro_batches()
         epoch_skips = 0
-        last_epoch = self.epoch
         while self.global_step < self.total_steps:
             began = time.perf_counter()
+            epoch = self.epoch
             batches = [next(micro) for _ in range(t.gradient_accumulation_steps)]
+            if self.epoch != epoch:  # the previous epoch ran out while fetching these batches
+                self._epoch_summary(epoch, epoch_skips)
+                epoch_skips = 0
             stats = self.train_step(batches)
             self.global_step += 1
             if t.log_sample_ids:
                 self._log_sample_ids(batches)
             self.sampler.advance()
             epoch_skips += int(stats.skipped)
-            if self.epoch != last_epoch:
-                self._epoch_summary(last_epoch, epoch_skips)
-                epoch_skips, last_epoch = 0, self.epoch
             if self.global_step % t.logging_steps == 0 or self.global_step == self.total_steps:
                 scalars = self._log(stats, time.perf_counter() - began)
                 bar.set_postfix(loss=f"{stats.losses['total']:.4f}",
@@ -419,7 +419,8 @@ class Trainer:
                 self.save_checkpoint()
         bar.close()
         self._epoch_summary(self.epoch, epoch_skips)
-        self.save_checkpoint()
+        if not (ckpt.checkpoint_dir(self.output_dir, self.global_step) / ckpt.TRAINER_STATE).is_file():
+            self.save_checkpoint()  # (a finished run started again already has it)
         self.save_final()
         if self.writer is not None:
             self.writer.close()
