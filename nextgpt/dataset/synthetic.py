@@ -502,21 +502,22 @@ _T2X_REQUESTS = {
         "What does {c} sound like? Let me hear it.",
     ),
 }
+# Each answer names its modality right away, so that which output follows is visible early in the answer.
 _T2X_ANSWERS = {
     "image": (
         "Of course! Here is an image of {c}.",
-        "Sure, this picture shows {c}.",
-        "Here is the drawing you asked for: {c}.",
+        "Here is a picture of {c}.",
+        "An image of {c}, as you asked.",
     ),
     "video": (
-        "Absolutely! Here is a clip of {c}.",
-        "Sure, this video shows {c}.",
-        "Here is the animation: {c}.",
+        "Absolutely! Here is a video of {c}.",
+        "Here is a clip of {c}.",
+        "A video of {c}, as you asked.",
     ),
     "audio": (
-        "Sure thing, here is {c}.",
+        "Sure thing! Here is a sound of {c}.",
         "Here is a recording of {c}.",
-        "Listen to this: {c}.",
+        "A sound of {c}, as you asked.",
     ),
 }
 
