@@ -374,6 +374,16 @@ def output_projector_options(config: ModelConfig, modality: str) -> dict[str, An
             "num_decoder_layers": cfg.decoder_layers, "dim_feedforward": cfg.dim_feedforward}
 
 
+def build_projectors(config: ModelConfig, encoder_dim: int, hidden: int) -> tuple[nn.Module, dict[str, nn.Module]]:
+    """The input projector and the three output projectors of a config (fresh weights, on the current default
+    device: build under `torch.device("meta")` to allocate nothing)."""
+    inp = build_input_projector(config.input_projector.kind, encoder_dim, hidden, **input_projector_options(config))
+    out = {m: build_output_projector(config.output(m).projector, hidden, config.output(m).out_features,
+                                     config.output(m).num_query_tokens, **output_projector_options(config, m))
+           for m in MODALITIES}
+    return inp, out
+
+
 def build_model(config: ModelConfig, losses: LossConfig | None = None, dtype: torch.dtype = torch.float32,
                 device: str | torch.device = "cpu", tokenizer_path: str | Path | None = None) -> NextGPTModel:
     """Build the full model from a config: LLM + tokenizer (signal tokens registered), frozen encoder, fresh
@@ -387,13 +397,8 @@ def build_model(config: ModelConfig, losses: LossConfig | None = None, dtype: to
     install_signal_rows(llm, token_ids)
     encoder = build_multimodal_encoder(config.encoder.checkpoint, config.encoder.arch, config.encoder.output,
                                        dtype=dtype, device=device)
-    hidden = llm.config.hidden_size
-    input_projector = build_input_projector(config.input_projector.kind, encoder.hidden_size, hidden,
-                                            **input_projector_options(config))
-    output_projectors = nn.ModuleDict({
-        m: build_output_projector(config.output(m).projector, hidden, config.output(m).out_features,
-                                  config.output(m).num_query_tokens, **output_projector_options(config, m))
-        for m in MODALITIES})
+    input_projector, outputs = build_projectors(config, encoder.hidden_size, llm.config.hidden_size)
+    output_projectors = nn.ModuleDict(outputs)
     decoders = LazyDecoders({m: config.output(m).decoder for m in MODALITIES}, dtype=dtype, device=device)
     model = NextGPTModel(config, llm, tokenizer, encoder, input_projector.to(device=device, dtype=dtype),
                          output_projectors.to(device=device, dtype=dtype), decoders, signal, token_ids, losses)

@@ -115,19 +115,12 @@ def meta_encoder(config: ModelConfig) -> nn.Module:
 
 def build_projectors(config: ModelConfig, encoder_dim: int, hidden: int, device: str = "cpu"
                      ) -> tuple[nn.Module, dict[str, nn.Module]]:
-    """The input projector and the three output projectors, built as `build_model` builds them (same builders and
-    option helpers); `device="meta"` allocates nothing."""
-    from .multimodal_projector import build_input_projector, build_output_projector
-    from .nextgpt import input_projector_options, output_projector_options
+    """`nextgpt.model.nextgpt.build_projectors` on `device` (`"meta"` allocates nothing), quietly."""
+    from .nextgpt import build_projectors as build
 
     with torch.device(device), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        inp = build_input_projector(config.input_projector.kind, encoder_dim, hidden,
-                                    **input_projector_options(config))
-        out = {m: build_output_projector(config.output(m).projector, hidden, config.output(m).out_features,
-                                         config.output(m).num_query_tokens, **output_projector_options(config, m))
-               for m in MODALITIES}
-    return inp, out
+        return build(config, encoder_dim, hidden)
 
 
 def encoder_width(config: ModelConfig) -> int:
