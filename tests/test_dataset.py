@@ -281,6 +281,31 @@ def test_targets_only_when_asked_and_only_complete(toy, tok, signal, collator):
     assert _toy_dataset(toy, tok, signal)[2]["targets"] == {}
 
 
+def test_random_target_windows_depend_only_on_seed_epoch_and_index(tmp_path, tok, signal):
+    """A long target clip's random window is drawn from (seed, epoch, index): reproducible in any worker layout
+    and after a resume, new in every epoch."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "audios").mkdir()
+    sf.write(tmp_path / "audios" / "long.wav", rng.standard_normal(16000 * 30).astype(np.float32) * 0.1, 16000)
+    _emb(tmp_path / "embed", "long.wav.npy", 1.0, shape=(16,))
+    _write(tmp_path / "a.json", [{"output_audio": "long.wav", "audio_captions": "noise",
+                                  "audio_caption_embeddings": "long.wav.npy",
+                                  "conversations": _conv("Play noise.", "Here: <audio>")}])
+
+    def target(seed: int, epoch: int):
+        dataset = ConversationDataset(tmp_path / "a.json", tok, signal,
+                                      SampleOptions(targets=("audio",), audio_target={"duration": 2.0}),
+                                      audio_folder=tmp_path / "audios", embed_folder=tmp_path / "embed")
+        dataset.set_epoch(epoch, seed)
+        return dataset[0]["targets"]["audio"]
+
+    assert torch.equal(target(1, 0), target(1, 0))
+    assert not torch.equal(target(1, 0), target(1, 1))
+    assert not torch.equal(target(1, 0), target(2, 0))
+
+
 def test_online_captions(toy, tok, signal, collator):
     dataset = _toy_dataset(toy, tok, signal, caption_embeddings="online")
     batch = collator(_all(dataset))

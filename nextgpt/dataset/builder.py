@@ -36,6 +36,11 @@ class NextGPTConcatDataset(ConcatDataset):
     def lengths(self) -> list[int]:
         return [n for d in self.datasets for n in d.lengths]
 
+    def set_epoch(self, epoch: int, seed: int = 0) -> None:
+        """See `ConversationDataset.set_epoch`."""
+        for dataset in self.datasets:
+            dataset.set_epoch(epoch, seed)
+
     def locate(self, index: int) -> tuple[str, int]:
         """(catalog name, index inside that dataset) of a global index."""
         if not 0 <= index < len(self):

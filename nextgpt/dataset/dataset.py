@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -198,9 +199,16 @@ class ConversationDataset(Dataset):
         self.embed_folder = Path(embed_folder) if embed_folder is not None else None
         self.name = name or self.data_path.stem
         self._warned: dict[str, int] = {}
+        self.seed, self.epoch = 0, 0  # random draws of sample i come from (seed, epoch, i): see set_epoch
         records = self._read_records()
         self.items = [self._parse(record, i) for i, record in enumerate(records)]
         logger.info("dataset %s: %d samples from %s", self.name, len(self.items), self.data_path)
+
+    def set_epoch(self, epoch: int, seed: int = 0) -> None:
+        """Random draws (the window of a long target video / audio) of sample i come from a generator seeded by
+        (seed, epoch, i): the same in every DataLoader worker layout and after a resume. Call before each epoch's
+        iterator is created (workers receive a copy of the dataset then)."""
+        self.seed, self.epoch = int(seed), int(epoch)
 
     # ------------------------------------------------------------------------------------------------- loading
 
@@ -368,11 +376,12 @@ class ConversationDataset(Dataset):
             out[m] = tensor
         return out
 
-    def _load_targets(self, item: _Item) -> dict[str, torch.Tensor]:
+    def _load_targets(self, item: _Item, index: int) -> dict[str, torch.Tensor]:
         """Decoder targets per requested modality, one per span: image (K,3,H,W), video (K,3,F,H,W), audio (K,T,M)."""
-        loaders = {"image": (target_media.load_target_image, self.options.image_target),
-                   "video": (target_media.load_target_video, self.options.video_target),
-                   "audio": (target_media.load_target_audio, self.options.audio_target)}
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        loaders = {"image": (target_media.load_target_image, dict(self.options.image_target)),
+                   "video": (target_media.load_target_video, dict(self.options.video_target, rng=rng)),
+                   "audio": (target_media.load_target_audio, dict(self.options.audio_target, rng=rng))}
         out = {}
         for m in self.options.targets:
             if not item.outputs[m]:
@@ -428,7 +437,7 @@ class ConversationDataset(Dataset):
             sample["captions"] = {m: list(item.captions[m]) for m in MODALITIES if item.captions[m]}
         try:
             sample["media"] = self._load_inputs(item)
-            sample["targets"] = self._load_targets(item)
+            sample["targets"] = self._load_targets(item, index)
         except MediaError as err:
             reason = SKIP_MISSING_MEDIA if not os.path.exists(err.path) else SKIP_BAD_MEDIA
             return self._skip(index, reason, str(err), err)

@@ -318,6 +318,7 @@ class Trainer:
         """Micro-batches from the current sampler position to the end of the run, epoch after epoch."""
         while True:
             self.sampler.set_epoch(self.epoch)
+            self.dataset.set_epoch(self.epoch, self.config.train.seed)
             for batch in self.loader:
                 yield batch
             self.epoch += 1
