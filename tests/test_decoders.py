@@ -329,3 +329,14 @@ def test_lazy_decoders_do_not_touch_paths_until_asked(tmp_path):
     assert lazy.available == ("image",) and lazy.loaded == ()
     with pytest.raises(ConfigError, match="does not exist"):
         lazy.get("image")
+
+
+def test_tiny_tokenizer_files_are_reproducible(tmp_path):
+    """Every build writes the same merges (the `tokenizers` trainer breaks ties in hash-map order)."""
+    from nextgpt.model.multimodal_decoder.tiny import write_clip_tokenizer_files, write_roberta_tokenizer_files
+
+    for write in (write_clip_tokenizer_files, write_roberta_tokenizer_files):
+        first, second = write(tmp_path / f"{write.__name__}_a"), write(tmp_path / f"{write.__name__}_b")
+        for name in ("vocab.json", "merges.txt"):
+            assert (first / name).read_bytes() == (second / name).read_bytes(), (write.__name__, name)
+        assert len((first / "merges.txt").read_text().splitlines()) > 50

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,19 +66,48 @@ def _seeded(seed: int) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------------- tokenizers
 
 
-def _train_bpe_merges(vocab_size: int, suffix: str) -> list[tuple[str, str]]:
-    """Learn word-level BPE merges (CLIP style: end-of-word ``</w>`` suffix) from the embedded corpus."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+def _learn_merges(words: Counter, num_merges: int, min_frequency: int = 2) -> list[tuple[str, str]]:
+    """Word-level BPE: repeatedly merge the most frequent adjacent pair, ties broken by the pair itself.
 
-    tok = Tokenizer(models.BPE(end_of_word_suffix=suffix))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, show_progress=False, end_of_word_suffix=suffix
-    )
-    tok.train_from_iterator(_CORPUS, trainer)
-    merges = json.loads(tok.to_str())["model"]["merges"]
-    return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
+    Written by hand because the `tokenizers` trainer breaks ties between equally frequent pairs in hash-map
+    order, which changes from process to process: the tiny decoders' tokenizers (and with them every caption
+    embedding) must be the same on every build.
+    """
+    words = Counter({tuple(w): n for w, n in words.items()})
+    merges: list[tuple[str, str]] = []
+    while len(merges) < num_merges:
+        pairs: Counter = Counter()
+        for word, n in words.items():
+            for pair in zip(word, word[1:]):
+                pairs[pair] += n
+        if not pairs:
+            break
+        (a, b), count = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+        if count < min_frequency:
+            break
+        merges.append((a, b))
+        merged: Counter = Counter()
+        for word, n in words.items():
+            out, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and word[i] == a and word[i + 1] == b:
+                    out.append(a + b)
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            merged[tuple(out)] += n
+        words = merged
+    return merges
+
+
+def _train_bpe_merges(vocab_size: int, suffix: str) -> list[tuple[str, str]]:
+    """CLIP-style merges (lower case, words end with `suffix`) from the embedded corpus; the vocabulary is the
+    corpus's symbols plus the merges, `vocab_size` in all."""
+    words = Counter(re.findall(r"\w+|[^\w\s]+", " ".join(_CORPUS).lower()))
+    symbols = Counter({tuple(w[:-1]) + (w[-1] + suffix,): n for w, n in words.items()})
+    alphabet = {c for word in symbols for c in word}
+    return _learn_merges(symbols, vocab_size - len(alphabet))
 
 
 def write_clip_tokenizer_files(outdir: str | Path, vocab_size: int = 400) -> Path:
@@ -115,20 +146,22 @@ def tiny_clip_tokenizer(pad_token: str = "!"):
 
 
 def write_roberta_tokenizer_files(outdir: str | Path, vocab_size: int = 400) -> Path:
-    """Write a byte-level BPE ``vocab.json`` / ``merges.txt`` (GPT-2/RoBERTa format) with RoBERTa's specials first."""
-    from tokenizers import ByteLevelBPETokenizer
+    """Write a byte-level BPE ``vocab.json`` / ``merges.txt`` (GPT-2/RoBERTa format): RoBERTa's specials, the 256
+    byte-level characters, then the merge results in merge order."""
+    from tokenizers import pre_tokenizers
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    tok = ByteLevelBPETokenizer()
-    tok.train_from_iterator(
-        _CORPUS,
-        vocab_size=vocab_size,
-        min_frequency=2,
-        show_progress=False,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-    )
-    tok.save_model(str(outdir))
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    split = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    words = Counter(piece for line in _CORPUS for piece, _ in split.pre_tokenize_str(line))
+    merges = _learn_merges(words, vocab_size - len(specials) - len(alphabet))
+    tokens = specials + alphabet + [a + b for a, b in merges]
+    (outdir / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(dict.fromkeys(tokens))},
+                                                  ensure_ascii=False))
+    lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
+    (outdir / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return outdir
 
 
