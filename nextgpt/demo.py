@@ -176,7 +176,7 @@ def report(root: Path) -> int:
                       if extra == "predictions" and p.is_file()]
     if flat_denoising:
         lines.append("note: a frozen RANDOM tiny decoder barely uses its conditioning, so a denoising loss can stay flat"
-                     " in the demo (measured in docs/performance.md); with real decoders it carries the alignment")
+                     " in the demo (measured in docs/performance.md); real, trained decoders do use it")
     print("\n".join(lines))
     return 1 if failed else 0
 
