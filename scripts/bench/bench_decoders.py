@@ -5,9 +5,7 @@ Run: ``python scripts/bench/bench_decoders.py`` (CPU; prints one line per measur
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -16,14 +14,7 @@ from nextgpt.model.losses import denoising_loss
 from nextgpt.model.multimodal_decoder import load_decoder
 from nextgpt.model.multimodal_decoder.tiny import build_tiny_audioldm, build_tiny_sd, build_tiny_zeroscope
 
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from _timing import median_seconds
 
 
 def main() -> None:
@@ -45,22 +36,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for modality, build in builders.items():
             folder = Path(tmp) / modality
-            t_build = _median_time(lambda: build(folder), args.repeats)
+            t_build = median_seconds(lambda: build(folder), args.repeats, warmup=False)
             size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-            t_load = _median_time(lambda: load_decoder(modality, folder), args.repeats)
+            t_load = median_seconds(lambda: load_decoder(modality, folder), args.repeats, warmup=False)
             dec = load_decoder(modality, folder)
             captions = ["a dog running on the grass in a park"] * 8
-            t_enc = _median_time(lambda: dec.encode_captions(captions), args.repeats)
+            t_enc = median_seconds(lambda: dec.encode_captions(captions), args.repeats, warmup=False)
             emb = torch.randn(1, *dec.condition_shape)
-            t_gen = _median_time(lambda: dec.generate(emb, num_inference_steps=2, **gen_kwargs[modality]),
-                                 args.repeats)
+            t_gen = median_seconds(lambda: dec.generate(emb, num_inference_steps=2, **gen_kwargs[modality]),
+                                   args.repeats, warmup=False)
 
             def loss_step():
                 cond = torch.randn(2, *dec.condition_shape, requires_grad=True)
                 gamma = 5.0 if modality == "image" else None
                 denoising_loss(dec, targets[modality], cond, gamma).mean().backward()
 
-            t_loss = _median_time(loss_step, args.repeats)
+            t_loss = median_seconds(loss_step, args.repeats, warmup=False)
             print(f"{modality}: condition {dec.condition_shape}, {size / 2**20:.2f} MiB, build {t_build:.2f} s, "
                   f"load {t_load:.2f} s, encode 8 captions {t_enc * 1e3:.0f} ms, 2-step generate "
                   f"{gen_kwargs[modality]} {t_gen:.2f} s, denoising loss fwd+bwd (N=2, target "

@@ -29,16 +29,7 @@ from nextgpt.model.multimodal_encoder.imagebind import (  # noqa: E402
     load_and_transform_vision_data,
 )
 
-
-def _timed(fn, repeats: int) -> float:
-    """Best wall time of ``repeats`` calls (after one warm-up call)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from _timing import wall_times  # noqa: E402
 
 
 def bench_preprocessing(samples: Path, repeats: int) -> dict[str, float]:
@@ -46,9 +37,9 @@ def bench_preprocessing(samples: Path, repeats: int) -> dict[str, float]:
     images = sorted((pairs / "cc3m" / "images").glob("*.jpg")) + [samples / "assets" / "bird_image.jpg"]
     audios = sorted((pairs / "audiocap" / "audios").glob("*.wav")) + sorted((samples / "assets").glob("*.wav"))
     videos = sorted((pairs / "webvid" / "videos").glob("*.mp4"))[:6] + [samples / "assets" / "test.mp4"]
-    t_img = _timed(lambda: load_and_transform_vision_data(images, "cpu"), repeats)
-    t_aud = _timed(lambda: load_and_transform_audio_data(audios, "cpu"), repeats)
-    t_vid = _timed(lambda: load_and_transform_video_data(videos, "cpu"), max(1, repeats // 2))
+    t_img = min(wall_times(lambda: load_and_transform_vision_data(images, "cpu"), repeats))
+    t_aud = min(wall_times(lambda: load_and_transform_audio_data(audios, "cpu"), repeats))
+    t_vid = min(wall_times(lambda: load_and_transform_video_data(videos, "cpu"), max(1, repeats // 2)))
     return {
         "images": len(images),
         "images_per_s": len(images) / t_img,
@@ -83,9 +74,8 @@ def bench_huge_image_forward(repeats: int) -> dict[str, float]:
     with torch.inference_mode():
         out = model({"vision": image})["vision"]
         assert out.shape == (1, 256, 1024) and torch.isfinite(out).all()
-        fwd = _timed(lambda: model({"vision": image}), repeats)
+        fwd = min(wall_times(lambda: model({"vision": image}), repeats))
     params = sum(p.numel() for p in model.parameters())
-    del model
     return {"huge_params": params, "huge_build_fill_s": build_s, "huge_image_forward_s": fwd}
 
 

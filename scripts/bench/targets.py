@@ -22,15 +22,7 @@ sys.path.insert(0, str(REPO))
 from nextgpt.dataset import media, synthetic  # noqa: E402
 from nextgpt.dataset.sampler import ModalityGroupedBatchSampler  # noqa: E402
 
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (imports, caches)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from _timing import median_seconds  # noqa: E402
 
 
 def main() -> None:
@@ -48,16 +40,16 @@ def main() -> None:
         short_vid = pair / "webvid/videos/00169473.mp4"
         long_vid = pair / "webvid/videos/00077761.mp4"
         wav = pair / "audiocap/audios/104137.wav"
-        print(f"target image 256x256 jpg -> (3,224,224): {median_time(lambda: media.load_target_image(img), r) * 1e3:.1f} ms")
+        print(f"target image 256x256 jpg -> (3,224,224): {median_seconds(lambda: media.load_target_image(img), r) * 1e3:.1f} ms")
         rng = np.random.default_rng(0)
         print(f"target video 7 s / 25 fps -> (3,16,320,576): "
-              f"{median_time(lambda: media.load_target_video(short_vid, rng=rng), r) * 1e3:.1f} ms")
+              f"{median_seconds(lambda: media.load_target_video(short_vid, rng=rng), r) * 1e3:.1f} ms")
         print(f"target video 28 s / 30 fps -> (3,16,320,576): "
-              f"{median_time(lambda: media.load_target_video(long_vid, rng=rng), r) * 1e3:.1f} ms")
+              f"{median_seconds(lambda: media.load_target_video(long_vid, rng=rng), r) * 1e3:.1f} ms")
         print(f"  of which decord decode of 16 frames: "
-              f"{median_time(lambda: media.read_video_frames(long_vid, rng=rng), r) * 1e3:.1f} ms")
+              f"{median_seconds(lambda: media.read_video_frames(long_vid, rng=rng), r) * 1e3:.1f} ms")
         print(f"target audio 48 kHz stereo 10 s -> (1040,64): "
-              f"{median_time(lambda: media.load_target_audio(wav, rng=rng), r) * 1e3:.1f} ms")
+              f"{median_seconds(lambda: media.load_target_audio(wav, rng=rng), r) * 1e3:.1f} ms")
     else:
         print(f"(no sample data at {samples}: media figures skipped)")
 
@@ -65,7 +57,7 @@ def main() -> None:
     lengths = list(np.random.default_rng(0).integers(1, 500, size=len(mods)))
     sampler = ModalityGroupedBatchSampler(mods, lengths, micro_batch_size=4, world_size=8, rank=3,
                                           gradient_accumulation_steps=2, seed=0)
-    print(f"sampler epoch order, 100k samples, global batch 64: {median_time(lambda: list(sampler), r) * 1e3:.0f} ms")
+    print(f"sampler epoch order, 100k samples, global batch 64: {median_seconds(lambda: list(sampler), r) * 1e3:.0f} ms")
 
     with tempfile.TemporaryDirectory() as tmp:
         times = []

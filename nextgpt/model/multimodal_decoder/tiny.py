@@ -248,6 +248,27 @@ def _save(pipe, outdir: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------------- pipelines
 
 
+def _check_sample_size(sample_size: int) -> None:
+    if sample_size % 8:
+        raise ValueError(f"sample_size must be a multiple of 8 (the VAE scale factor), got {sample_size}")
+
+
+def _ddim_scheduler(prediction_type: str, beta_start: float = 0.00085, beta_end: float = 0.012):
+    """The DDIM config the real pipelines ship (scaled-linear betas; AudioLDM's are 0.0015 to 0.0195)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=beta_start,
+        beta_end=beta_end,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
+
+
 def build_tiny_sd(
     outdir: str | Path,
     cross_attention_dim: int = 32,
@@ -263,10 +284,9 @@ def build_tiny_sd(
     ``EulerDiscreteScheduler`` from this config, as the reference does for SD-2). ``prediction_type="epsilon"``
     gives an SD-1.5-like scheduler instead. ``sample_size`` is the default image side in pixels (a multiple of 8).
     """
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-    if sample_size % 8:
-        raise ValueError(f"sample_size must be a multiple of 8 (the VAE scale factor), got {sample_size}")
+    _check_sample_size(sample_size)
     with _seeded(seed):
         tokenizer = tiny_clip_tokenizer(pad_token="!")
         text_encoder = _tiny_clip_text_encoder(tokenizer, cross_attention_dim)
@@ -284,16 +304,7 @@ def build_tiny_sd(
             use_linear_projection=True,
         )
         vae = _tiny_image_vae(sample_size=sample_size)
-        scheduler = DDIMScheduler(
-            num_train_timesteps=1000,
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            clip_sample=False,
-            set_alpha_to_one=False,
-            steps_offset=1,
-            prediction_type=prediction_type,
-        )
+        scheduler = _ddim_scheduler(prediction_type)
         pipe = StableDiffusionPipeline(
             vae=vae,
             text_encoder=text_encoder,
@@ -315,10 +326,9 @@ def build_tiny_zeroscope(
     seed: int = 0,
 ) -> Path:
     """Write a tiny ZeroScope-style ``TextToVideoSDPipeline`` (UNet3D; condition (77, ``cross_attention_dim``))."""
-    from diffusers import DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
+    from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
 
-    if sample_size % 8:
-        raise ValueError(f"sample_size must be a multiple of 8 (the VAE scale factor), got {sample_size}")
+    _check_sample_size(sample_size)
     with _seeded(seed):
         tokenizer = tiny_clip_tokenizer(pad_token="!")
         text_encoder = _tiny_clip_text_encoder(tokenizer, cross_attention_dim)
@@ -335,16 +345,7 @@ def build_tiny_zeroscope(
             attention_head_dim=4,
         )
         vae = _tiny_image_vae(sample_size=sample_size)
-        scheduler = DDIMScheduler(
-            num_train_timesteps=1000,
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            clip_sample=False,
-            set_alpha_to_one=False,
-            steps_offset=1,
-            prediction_type="epsilon",
-        )
+        scheduler = _ddim_scheduler("epsilon")
         pipe = TextToVideoSDPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler
         )
@@ -363,7 +364,7 @@ def build_tiny_audioldm(
     (T = 1040 for the reference's 10.4 s targets; any T divisible by 4) gives latents (8, T/4, 16); the vocoder maps
     one mel frame to 160 samples at 16 kHz (10 ms). Condition: one ``projection_dim`` vector per sample.
     """
-    from diffusers import AudioLDMPipeline, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AudioLDMPipeline, UNet2DConditionModel
     from transformers import ClapTextConfig, ClapTextModelWithProjection, SpeechT5HifiGan, SpeechT5HifiGanConfig
 
     with _seeded(seed):
@@ -414,16 +415,7 @@ def build_tiny_audioldm(
                 initializer_range=0.15,
             )
         )
-        scheduler = DDIMScheduler(
-            num_train_timesteps=1000,
-            beta_start=0.0015,
-            beta_end=0.0195,
-            beta_schedule="scaled_linear",
-            clip_sample=False,
-            set_alpha_to_one=False,
-            steps_offset=1,
-            prediction_type="epsilon",
-        )
+        scheduler = _ddim_scheduler("epsilon", beta_start=0.0015, beta_end=0.0195)
         pipe = AudioLDMPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, vocoder=vocoder
         )
