@@ -136,7 +136,7 @@ def _check_inputs(model_dir: str, given: dict[str, list[str]]) -> None:
 
     from nextgpt.errors import NextGPTError
     from nextgpt.model.multimodal_encoder.imagebind.data import preprocess
-    from nextgpt.model.nextgpt import read_checkpoint_config
+    from nextgpt.model.modeling import read_checkpoint_config
 
     if not Path(model_dir).is_dir():
         raise NextGPTError(f"{model_dir}: checkpoint directory not found")

@@ -93,7 +93,7 @@ def _audio_out() -> OutputModalityConfig:
 
 
 @dataclass
-class LoraConfig:
+class LoraAdapterConfig:
     r: int = _opt(128, min=1)
     alpha: int = _opt(256, min=1)
     dropout: float = _opt(0.05, min=0.0, max=1.0)
@@ -117,7 +117,7 @@ class ModelConfig:
     image: OutputModalityConfig = _opt(factory=_image_out)
     video: OutputModalityConfig = _opt(factory=_video_out)
     audio: OutputModalityConfig = _opt(factory=_audio_out)
-    lora: LoraConfig = _opt(factory=LoraConfig)
+    lora: LoraAdapterConfig = _opt(factory=LoraAdapterConfig)
 
     def output(self, modality: str) -> OutputModalityConfig:
         return getattr(self, modality)

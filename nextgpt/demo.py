@@ -25,7 +25,7 @@ def precompute_catalog_embeddings(data_root: str | Path, decoders: dict[str, str
                                   names: list[str] | None = None) -> int:
     """Caption embeddings of every catalog dataset (or of `names`) that has an embedding folder and whose JSON
     exists under `data_root`, with each modality's decoder. Returns how many files were written."""
-    from .dataset.builder import resolve_params
+    from .dataset.mixture import resolve_params
     from .dataset.catalog import CATALOG
     from .dataset.embeddings import precompute_caption_embeddings, read_json_list
     from .model.multimodal_decoder import load_decoder

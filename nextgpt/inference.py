@@ -243,7 +243,7 @@ class NextGPTGenerator:
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
                         offload: bool = False) -> "NextGPTGenerator":
         """Load a checkpoint directory (training output, merged or converted) with its `generate` defaults."""
-        from .model.nextgpt import NextGPTModel, read_checkpoint_config
+        from .model.modeling import NextGPTModel, read_checkpoint_config
 
         path = Path(path)
         if not path.is_dir():

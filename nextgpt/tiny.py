@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .model.language_model import build_tiny_llm
 from .model.multimodal_decoder.tiny import build_tiny_audioldm, build_tiny_sd, build_tiny_zeroscope
-from .model.multimodal_encoder.builder import build_multimodal_encoder, save_imagebind
+from .model.multimodal_encoder.encoder import build_multimodal_encoder, save_imagebind
 
 logger = logging.getLogger(__name__)
 

@@ -79,7 +79,7 @@ def save_tiny_stage3(paths: dict[str, Path], outdir: Path, seed: int = 0, lora_b
     import torch
 
     from nextgpt.config import load_config
-    from nextgpt.model.nextgpt import build_model
+    from nextgpt.model.modeling import build_model
 
     config = load_config(REPO / "configs/tiny/stage_3.yaml", tiny_model_overrides(paths))
     torch.manual_seed(seed)

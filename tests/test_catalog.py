@@ -7,8 +7,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from nextgpt.dataset import catalog
-from nextgpt.dataset.builder import resolve_params
-from nextgpt.dataset.dataset import ConversationDataset, LegacyPairDataset
+from nextgpt.dataset.mixture import resolve_params
+from nextgpt.dataset.json_datasets import ConversationDataset, LegacyPairDataset
 from nextgpt.dataset.synthetic import CATALOG_HINTS
 from nextgpt.errors import ConfigError
 
@@ -88,7 +88,7 @@ def test_unknown_names_and_bad_targets():
     with pytest.raises(ConfigError, match=r"unknown dataset 'webvid_dc'; did you mean 'webvid_dec'"):
         catalog.get_entry("webvid_dc")
     with pytest.raises(ConfigError, match="cannot be imported"):
-        catalog.resolve_class(catalog.CatalogEntry("nextgpt.dataset.dataset.NoSuchDataset"))
+        catalog.resolve_class(catalog.CatalogEntry("nextgpt.dataset.json_datasets.NoSuchDataset"))
     with pytest.raises(ConfigError, match="dotted"):
         catalog.resolve_class(catalog.CatalogEntry("NoDots"))
     with pytest.raises(ConfigError, match="modality"):

@@ -18,7 +18,7 @@ from nextgpt.config import load_config
 from nextgpt.constants import MODALITIES
 from nextgpt.errors import CheckpointError, ConfigError
 from nextgpt.model.convert import convert_checkpoint, main, map_legacy_key, map_new_key, verify_conversion
-from nextgpt.model.nextgpt import NextGPTModel, build_model
+from nextgpt.model.modeling import NextGPTModel, build_model
 from conftest import REPO, tiny_model_overrides
 
 SHORT = {"image": "img", "video": "vid", "audio": "aud"}

@@ -365,7 +365,7 @@ def test_bad_media_is_skipped_or_strict(toy, tok, signal, collator, caplog):
                {"input_image": "gone.jpg", "conversations": _conv("<image>", "x")},
                {"input_image": "broken.jpg", "conversations": _conv("<image>", "x")}]
     dataset = _toy_dataset(toy, tok, signal, records)
-    with caplog.at_level(logging.WARNING, logger="nextgpt.dataset.dataset"):
+    with caplog.at_level(logging.WARNING, logger="nextgpt.dataset.json_datasets"):
         samples = _all(dataset)
     assert samples[1] == SkippedSample("toy:1", "missing_media", samples[1].message)
     assert "gone.jpg" in samples[1].message and "skipping toy:1" in caplog.text

@@ -13,9 +13,9 @@ from nextgpt.config import load_config
 from nextgpt.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX, VIDEO_TOKEN_INDEX
 from nextgpt.conversation import tokenize_conversation
 from nextgpt.errors import CheckpointError, DataError
-from nextgpt.model.nextgpt import NextGPTModel, build_model
+from nextgpt.model.modeling import NextGPTModel, build_model
 from nextgpt.model.splice import MEDIA_POSITION, splice_multimodal
-from nextgpt.train.presets import STAGE_PRESETS, apply_stage_preset
+from nextgpt.stages import STAGE_PRESETS, apply_stage_preset
 
 REPO = Path(__file__).resolve().parents[1]
 

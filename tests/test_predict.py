@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import save_tiny_stage3, tiny_model_overrides
 from nextgpt.config import load_config
-from nextgpt.model.nextgpt import NextGPTModel, build_model
+from nextgpt.model.modeling import NextGPTModel, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

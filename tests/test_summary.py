@@ -101,7 +101,7 @@ def test_stage_3_new_counts_are_the_reference_architecture(stage_3):
     assert s["output_projector.video"].params == transformer_projector(1024, 77)
     assert s["output_projector.audio"].params == transformer_projector(512, 1) == 31_788_544
     for row in ("input_projector", "lora", "signal_rows", "output_projector.image", "output_projector.video",
-                "output_projector.audio"):  # stage 3 trains all of these (nextgpt/train/presets.py)
+                "output_projector.audio"):  # stage 3 trains all of these (nextgpt/stages.py)
         assert s[row].trainable == s[row].params, row
     assert s["total"].params == 8_408_420_945
     assert s["total"].trainable == 469_224_272
@@ -187,8 +187,8 @@ def test_cli_error_names_llm_arch(tmp_path, capsys):
 
 
 def test_tiny_summary_equals_the_built_model(tiny_models):
-    from nextgpt.model.nextgpt import build_model
-    from nextgpt.train.presets import apply_stage_preset
+    from nextgpt.model.modeling import build_model
+    from nextgpt.stages import apply_stage_preset
 
     cfg = load_config(REPO / "configs/tiny/stage_1.yaml", tiny_model_overrides(tiny_models) + ["train.stage=3"])
     s = summarize(cfg)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from conftest import tiny_model_overrides
 from nextgpt.config import load_config
 from nextgpt.demo import precompute_catalog_embeddings, stage_losses
-from nextgpt.model.nextgpt import NextGPTModel, build_model
+from nextgpt.model.modeling import NextGPTModel, build_model
 from nextgpt.train import checkpoint as ckpt
 from nextgpt.train.trainer import Trainer, seed_everything
 

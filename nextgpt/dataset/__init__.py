@@ -8,10 +8,10 @@ The trainer's entry points::
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=DataCollator.from_tokenizer(tokenizer),
                         num_workers=config.data.num_workers)
 """
-from .builder import NextGPTConcatDataset, build_dataset, build_train_dataset
+from .mixture import NextGPTConcatDataset, build_dataset, build_train_dataset
 from .catalog import CATALOG, CatalogEntry, conversation_data, get_entry, legacy_pair_data, register
 from .collator import FORWARD_KEYS, DataCollator, SkipStats, is_empty_batch, model_inputs
-from .dataset import (
+from .json_datasets import (
     SKIP_BAD_MEDIA,
     SKIP_MISSING_MEDIA,
     SKIP_TOO_LONG,

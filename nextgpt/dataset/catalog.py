@@ -35,8 +35,8 @@ __all__ = [
     "resolve_class",
 ]
 
-CONVERSATION_DATASET = "nextgpt.dataset.dataset.ConversationDataset"
-LEGACY_PAIR_DATASET = "nextgpt.dataset.dataset.LegacyPairDataset"
+CONVERSATION_DATASET = "nextgpt.dataset.json_datasets.ConversationDataset"
+LEGACY_PAIR_DATASET = "nextgpt.dataset.json_datasets.LegacyPairDataset"
 LEGACY_PROMPT = "generate a caption"  # the 2023 release's stage-1 prompt (its config key `prompt`)
 
 

@@ -27,7 +27,7 @@ import torch
 
 from ..constants import IGNORE_INDEX, MODALITIES
 from ..errors import DataError
-from .dataset import SkippedSample
+from .json_datasets import SkippedSample
 
 logger = logging.getLogger(__name__)
 

@@ -54,13 +54,13 @@ from typing import Any
 
 import torch
 
-from ..config import Config, LoraConfig, load_config
+from ..config import Config, LoraAdapterConfig, load_config
 from ..constants import MODALITIES
 from ..errors import CheckpointError, ConfigError, NextGPTError
-from ..train.presets import STAGE_PRESETS
+from ..stages import STAGE_PRESETS
 from .language_model import load_tokenizer, register_signal_tokens
 from .multimodal_projector import legacy_textfc_key_map
-from .nextgpt import (
+from .modeling import (
     ADAPTER_DIR,
     CONFIG_NAME,
     FORMAT_TAG,
@@ -376,7 +376,7 @@ def _fresh_lora(key: str, shape: tuple[int, ...], generator: torch.Generator) ->
 
 
 def _adapter_settings(fmt: str, config: Config, lora_entries: dict[str, _Entry], adapter_cfg: dict | None,
-                      report: ConversionReport) -> LoraConfig:
+                      report: ConversionReport) -> LoraAdapterConfig:
     """The LoRA settings of the imported adapter (NEW: its adapter_config.json; LEGACY: r from the tensor shapes,
     alpha / dropout / bias from the config, target modules from the keys)."""
     wanted = config.model.lora
@@ -391,7 +391,7 @@ def _adapter_settings(fmt: str, config: Config, lora_entries: dict[str, _Entry],
         targets = adapter_cfg.get("target_modules")
         if isinstance(targets, str) or not targets:
             raise CheckpointError(f"{ADAPTER_CONFIG}: target_modules must be a list of module names, got {targets!r}")
-        settings = LoraConfig(r=int(adapter_cfg["r"]), alpha=int(adapter_cfg["lora_alpha"]),
+        settings = LoraAdapterConfig(r=int(adapter_cfg["r"]), alpha=int(adapter_cfg["lora_alpha"]),
                               dropout=float(adapter_cfg.get("lora_dropout", 0.0)),
                               bias=adapter_cfg.get("bias", "none"), target_modules=sorted(targets))
     else:
@@ -400,7 +400,7 @@ def _adapter_settings(fmt: str, config: Config, lora_entries: dict[str, _Entry],
         if len(ranks) != 1:
             raise CheckpointError(f"LEGACY LoRA weights: cannot tell the rank r from the lora_A shapes (ranks {ranks})")
         targets = sorted({k.split(".lora_")[0].rsplit(".", 1)[-1] for k in lora_entries})
-        settings = LoraConfig(r=ranks[0], alpha=wanted.alpha, dropout=wanted.dropout, bias=wanted.bias,
+        settings = LoraAdapterConfig(r=ranks[0], alpha=wanted.alpha, dropout=wanted.dropout, bias=wanted.bias,
                               target_modules=targets)
     if sorted(settings.target_modules) == sorted(wanted.target_modules):
         settings.target_modules = list(wanted.target_modules)  # keep the config's order
@@ -556,7 +556,7 @@ def convert_checkpoint(fmt: str, sources: list[str | Path], config: Config, outp
             report.fresh.append(f"{group}: not in the source (stage {config.train.stage} has not trained it yet)")
 
     # ---- LoRA adapter
-    lora_settings: LoraConfig | None = None
+    lora_settings: LoraAdapterConfig | None = None
     lora_state: dict[str, torch.Tensor] = {}
     if lora:
         lora_settings = _adapter_settings(fmt, config, lora, adapter_cfg, report)
@@ -662,7 +662,7 @@ def convert_checkpoint(fmt: str, sources: list[str | Path], config: Config, outp
     return report
 
 
-def _write_checkpoint(output: Path, config: Config, state: dict[str, torch.Tensor], lora: LoraConfig | None,
+def _write_checkpoint(output: Path, config: Config, state: dict[str, torch.Tensor], lora: LoraAdapterConfig | None,
                       lora_state: dict[str, torch.Tensor] | None, tokenizer, signal_names: list[str],
                       report: ConversionReport) -> None:
     from safetensors.torch import save_file
@@ -698,7 +698,7 @@ def verify_conversion(output: str | Path) -> None:
     checkpoint etc. must be on disk) and check its trained tensors equal the written ones."""
     from safetensors.torch import load_file
 
-    from .nextgpt import NextGPTModel
+    from .modeling import NextGPTModel
 
     output = Path(output)
     model = NextGPTModel.from_pretrained(output)

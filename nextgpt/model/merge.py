@@ -22,7 +22,7 @@ import torch
 
 from ..errors import CheckpointError
 from .language_model import copy_tokenizer_files, uninstall_signal_rows
-from .nextgpt import CONFIG_NAME, FORMAT_TAG, WEIGHTS_NAME, NextGPTModel, absolutize_paths, read_checkpoint_config
+from .modeling import CONFIG_NAME, FORMAT_TAG, WEIGHTS_NAME, NextGPTModel, absolutize_paths, read_checkpoint_config
 
 logger = logging.getLogger(__name__)
 

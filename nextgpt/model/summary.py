@@ -4,7 +4,7 @@ Every module is built on PyTorch's META device from the config alone (no weights
 same builders the real model uses: ImageBind (huge or tiny), the input projector and the three output projectors
 (with `input_projector_options` / `output_projector_options`), the LLaMA from `model.llm`'s config.json when that
 directory exists, else from the named architecture `model.llm_arch`, and the LoRA adapter through peft on the meta
-LLaMA when the config's stage trains LoRA. "trainable" follows the stage table of `nextgpt/train/presets.py`.
+LLaMA when the config's stage trains LoRA. "trainable" follows the stage table of `nextgpt/stages.py`.
 
 The rows partition the reference architecture exactly:
   encoder                 ImageBind, all modality branches (frozen)
@@ -35,7 +35,7 @@ from ..config import Config, ModelConfig, load_config
 from ..constants import MODALITIES
 from ..conversation import tokens_to_register
 from ..errors import CheckpointError, ConfigError, NextGPTError
-from ..train.presets import stage_preset
+from ..stages import stage_preset
 from .language_model import TINY_LLM, TINY_VOCAB_SIZE
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def attach_meta_lora(llm: nn.Module, r: int, alpha: int, dropout: float, bias: s
 
 def meta_encoder(config: ModelConfig) -> nn.Module:
     """The configured ImageBind on the meta device."""
-    from .multimodal_encoder.builder import ARCHS
+    from .multimodal_encoder.encoder import ARCHS
     from .multimodal_encoder.imagebind.model import ImageBindModel
 
     with torch.device("meta"):
@@ -115,8 +115,8 @@ def meta_encoder(config: ModelConfig) -> nn.Module:
 
 def build_projectors(config: ModelConfig, encoder_dim: int, hidden: int, device: str = "cpu"
                      ) -> tuple[nn.Module, dict[str, nn.Module]]:
-    """`nextgpt.model.nextgpt.build_projectors` on `device` (`"meta"` allocates nothing), quietly."""
-    from .nextgpt import build_projectors as build
+    """`nextgpt.model.modeling.build_projectors` on `device` (`"meta"` allocates nothing), quietly."""
+    from .modeling import build_projectors as build
 
     with torch.device(device), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -125,7 +125,7 @@ def build_projectors(config: ModelConfig, encoder_dim: int, hidden: int, device:
 
 def encoder_width(config: ModelConfig) -> int:
     """Width of the encoder's features (ImageBind out_embed_dim) without building it."""
-    from .multimodal_encoder.builder import ARCHS
+    from .multimodal_encoder.encoder import ARCHS
 
     return int(ARCHS[config.encoder.arch].get("out_embed_dim", 768))
 

@@ -24,10 +24,10 @@ import torch
 from ..config import Config
 from ..constants import MODALITIES
 from ..errors import CheckpointError, ConfigError
-from ..model.nextgpt import build_model
+from ..model.modeling import build_model
 from . import checkpoint as ckpt
 from .optim import build_optimizer, deepspeed_config, lr_lambda, parameter_groups
-from .presets import apply_stage_preset, stage_preset
+from ..stages import apply_stage_preset, stage_preset
 from ..dataset.collator import model_inputs
 
 logger = logging.getLogger(__name__)

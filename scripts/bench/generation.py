@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def build_checkpoint(root: Path) -> Path:
     from nextgpt.config import load_config
-    from nextgpt.model.nextgpt import build_model
+    from nextgpt.model.modeling import build_model
     from nextgpt.tiny import build_tiny_models
 
     paths = build_tiny_models(root / "tiny")

@@ -1,5 +1,5 @@
 """Multimodal encoder: ImageBind (frozen) and the wrapper the NExT-GPT model core uses."""
-from .builder import (
+from .encoder import (
     TINY_IMAGEBIND_KWARGS,
     MultimodalEncoder,
     build_multimodal_encoder,

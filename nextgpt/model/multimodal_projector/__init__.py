@@ -1,6 +1,6 @@
 """Input projectors (encoder tokens -> LLM tokens) and output projectors (signal-token states -> decoder
 conditioning) of NExT-GPT, with their builders."""
-from .builder import (
+from .factory import (
     INPUT_PROJECTOR_KINDS,
     OUTPUT_PROJECTOR_KINDS,
     build_input_projector,

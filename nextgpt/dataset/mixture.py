@@ -13,7 +13,7 @@ from torch.utils.data import ConcatDataset
 from ..conversation import SignalVocab
 from ..errors import ConfigError
 from .catalog import get_entry, resolve_class
-from .dataset import SampleOptions
+from .json_datasets import SampleOptions
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..constants import MODALITIES
-from ..errors import ConfigError
+from .constants import MODALITIES
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import yaml
 
-from ..config import Config, LossConfig, LoraConfig, ModelConfig, config_from_dict
+from ..config import Config, LossConfig, LoraAdapterConfig, ModelConfig, config_from_dict
 from ..constants import IGNORE_INDEX, MODALITIES
 from ..conversation import SignalSpan, SignalVocab
 from ..errors import CheckpointError, ConfigError, DataError
@@ -30,7 +30,7 @@ from .language_model import (
 )
 from .losses import caption_alignment_loss
 from .multimodal_decoder import LazyDecoders
-from .multimodal_encoder.builder import MultimodalEncoder, build_multimodal_encoder
+from .multimodal_encoder.encoder import MultimodalEncoder, build_multimodal_encoder
 from .multimodal_projector import build_input_projector, build_output_projector
 from .splice import SplicedBatch, splice_multimodal
 
@@ -213,7 +213,7 @@ class NextGPTModel(nn.Module):
 
     # ------------------------------------------------------------------------------------------ trainables
 
-    def enable_lora(self, lora: LoraConfig) -> None:
+    def enable_lora(self, lora: LoraAdapterConfig) -> None:
         """Wrap the LLM with peft LoRA adapters (stage 3)."""
         from peft import LoraConfig as PeftLoraConfig, get_peft_model
 
@@ -307,7 +307,7 @@ class NextGPTModel(nn.Module):
         from safetensors.torch import load_file
 
         peft_cfg = PeftConfig.from_pretrained(str(adapter_dir))
-        lora = LoraConfig(r=peft_cfg.r, alpha=peft_cfg.lora_alpha, dropout=peft_cfg.lora_dropout,
+        lora = LoraAdapterConfig(r=peft_cfg.r, alpha=peft_cfg.lora_alpha, dropout=peft_cfg.lora_dropout,
                           bias=peft_cfg.bias, target_modules=sorted(peft_cfg.target_modules))
         self.enable_lora(lora)
         state = load_file(str(adapter_dir / "adapter_model.safetensors"), device=str(self.device))
