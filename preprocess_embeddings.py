@@ -1,14 +1,12 @@
-"""Precompute caption embeddings with a decoder's own text encoder (logic: nextgpt/dataset/embeddings.py).
+"""Precompute caption embeddings with a decoder's own text encoder: the same as `nextgpt embeddings`.
 
-    python preprocess_embeddings.py --data data/T_X_pair_data/cc3m/cc3m_generation.json --modality image \
-        --decoder pretrain_ckpt/stable-diffusion-2 --output-dir data/embed [--batch-size 128]
+    python preprocess_embeddings.py --data JSON --modality image|video|audio --decoder DIR --output-dir DIR
 
-Writes `<embedding name>.npy` (float16; image/video (77, D), audio (D,)) for every caption of the file that is not
-there yet.
+The options are in nextgpt/cli/embeddings.py.
 """
 import sys
 
-from nextgpt.dataset.embeddings import main
+from nextgpt.cli.embeddings import main
 
 if __name__ == "__main__":
     sys.exit(main())

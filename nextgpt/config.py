@@ -40,7 +40,8 @@ def _opt(default: Any = dataclasses.MISSING, *, choices: tuple | None = None, mi
 
 @dataclass
 class EncoderConfig:
-    arch: str = _opt("huge", choices=("huge", "tiny"), help="ImageBind architecture")
+    arch: str = _opt("huge", choices=("huge", "checkpoint"),
+                     help="ImageBind architecture: huge, or checkpoint (the sizes stored in the .safetensors file)")
     checkpoint: Optional[str] = _opt(None, help="imagebind_huge.pth or a .safetensors file; null = random init")
     output: str = _opt("tokens", choices=("tokens", "pooled"),
                        help="tokens: every patch token (NEW); pooled: one CLS vector per item (LEGACY)")
@@ -105,7 +106,7 @@ class LoraAdapterConfig:
 @dataclass
 class ModelConfig:
     llm: str = _opt("", help="LLaMA/Vicuna directory (or hub id) with its tokenizer")
-    llm_arch: Optional[str] = _opt(None, choices=(None, "vicuna-7b", "tiny"),
+    llm_arch: Optional[str] = _opt(None, choices=(None, "vicuna-7b"),
                                    help="named architecture for `summary` when `llm` is not on disk")
     template: str = _opt("v1", choices=tuple(TEMPLATES), help="conversation template (nextgpt/conversation.py)")
     max_length: int = _opt(2048, min=8, help="model_max_length: longest spliced sequence")

@@ -25,7 +25,6 @@ MAX_IMAGE_LENGTH = MAX_VIDEO_LENGTH = MAX_AUDIO_LENGTH = 16
 
 # Signal tokens. NEW: "<image_00>"... with one separator token between consecutive signals (span 2n-1).
 # LEGACY (7b_tiva_v0): "[IMG0]"... contiguous (span n), plus "<Img>" / "</Img>" around input media.
-SIGNAL_LAYOUTS = ("new", "legacy")
 NEW_SIGNAL_FORMAT = {"image": "<image_{:02d}>", "video": "<video_{:02d}>", "audio": "<audio_{:02d}>"}
 LEGACY_SIGNAL_FORMAT = {"image": "[IMG{}]", "video": "[VID{}]", "audio": "[AUD{}]"}
 LEGACY_MEDIA_START, LEGACY_MEDIA_END = "<Img>", "</Img>"

@@ -10,7 +10,7 @@ source scripts/_env.sh
 step() { echo; echo "=== $* ($(( $(date +%s) - started )) s)"; }
 
 step "tiny models (checkpoints/tiny), synthetic data (data/synthetic), caption embeddings"
-python -m nextgpt.demo prepare --models checkpoints/tiny --data data/synthetic
+python -m nextgpt demo prepare --models checkpoints/tiny --data data/synthetic
 
 for stage in 1 2 3; do
   step "stage $stage"
@@ -21,9 +21,9 @@ step "merge the stage-3 LoRA adapter into the LLM"
 python merge_lora_weights.py --model checkpoints/demo/stage_3 --output checkpoints/demo/merged --overwrite
 
 step "predictions"
-python -m nextgpt.demo predict --model checkpoints/demo/merged --output-dir checkpoints/demo/predictions \
+python -m nextgpt demo predict --model checkpoints/demo/merged --output-dir checkpoints/demo/predictions \
   --data data/synthetic
 
 step "summary"
-python -m nextgpt.demo report checkpoints/demo
+python -m nextgpt demo report checkpoints/demo
 echo "demo finished in $(( $(date +%s) - started )) s"

@@ -40,7 +40,7 @@ def spec_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_llm_dir(tmp_path_factory) -> Path:
     """A tiny LLaMA + locally trained SentencePiece tokenizer, written once per test session."""
-    from nextgpt.model.language_model import build_tiny_llm
+    from nextgpt.toy.llm import build_tiny_llm
 
     return build_tiny_llm(tmp_path_factory.mktemp("tiny_llm"))
 
@@ -48,7 +48,7 @@ def tiny_llm_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """Every tiny model (LLM, ImageBind, SD, ZeroScope, AudioLDM), written once per test session."""
-    from nextgpt.tiny import build_tiny_models
+    from nextgpt.toy.models import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))
 

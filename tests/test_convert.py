@@ -1,4 +1,4 @@
-"""Importers of reference checkpoints (nextgpt/model/convert.py) on synthetic files with the reference's key names.
+"""Importers of reference checkpoints (nextgpt/model/convert/) on synthetic files with the reference's key names.
 
 The "reference" files are written from a tiny model's real tensors (perturbed so that every value is distinct from
 a fresh initialisation) under exactly the names the reference code saves (spec §10): NEW `mm_input_projector.bin`,
@@ -17,7 +17,8 @@ import torch
 from nextgpt.config import load_config
 from nextgpt.constants import MODALITIES
 from nextgpt.errors import CheckpointError, ConfigError
-from nextgpt.model.convert import convert_checkpoint, main, map_legacy_key, map_new_key, verify_conversion
+from nextgpt.cli.convert import main
+from nextgpt.model.convert import convert_checkpoint, map_legacy_key, map_new_key, verify_conversion
 from nextgpt.model.modeling import NextGPTModel, build_model
 from conftest import REPO, tiny_model_overrides
 

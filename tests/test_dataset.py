@@ -29,7 +29,7 @@ from nextgpt.dataset import (
     model_inputs,
     register,
 )
-from nextgpt.dataset import synthetic
+from nextgpt.toy import synthetic_data as synthetic
 from nextgpt.dataset.embeddings import precompute_caption_embeddings
 from nextgpt.errors import ConfigError, DataError
 from nextgpt.model.language_model import load_tokenizer, register_signal_tokens

@@ -16,7 +16,7 @@ from PIL import Image
 
 from nextgpt.errors import ConfigError, DataError
 from nextgpt.model.multimodal_decoder import GENERATION_DEFAULTS, Decoder, LazyDecoders, load_decoder
-from nextgpt.model.multimodal_decoder.tiny import build_tiny_decoders, build_tiny_sd
+from nextgpt.toy.decoders import build_tiny_decoders, build_tiny_sd
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
@@ -252,7 +252,10 @@ def test_generate_image(image_decoder):
     assert len(out) == 2 and all(isinstance(im, Image.Image) and im.size == (48, 32) for im in out)
     again = image_decoder.generate(emb[:1], num_inference_steps=2, height=32, width=48,
                                    generator=torch.Generator().manual_seed(1))
-    assert np.array_equal(np.asarray(again[0]), np.asarray(out[0]))
+    # Same seed, same first row: the same image up to float rounding. Batches of one and two run through different
+    # CPU kernels (float differences ~1e-5 before quantisation), so a pixel may move by one level out of 255.
+    diff = np.abs(np.asarray(again[0], dtype=int) - np.asarray(out[0], dtype=int))
+    assert diff.max() <= 1
     default_size = image_decoder.generate(emb[0], num_inference_steps=1)[0].size  # (77, D) accepted too
     assert default_size == (64, 64)  # unet.sample_size * vae_scale_factor
 
@@ -333,7 +336,7 @@ def test_lazy_decoders_do_not_touch_paths_until_asked(tmp_path):
 
 def test_tiny_tokenizer_files_are_reproducible(tmp_path):
     """Every build writes the same merges (the `tokenizers` trainer breaks ties in hash-map order)."""
-    from nextgpt.model.multimodal_decoder.tiny import write_clip_tokenizer_files, write_roberta_tokenizer_files
+    from nextgpt.toy.decoders import write_clip_tokenizer_files, write_roberta_tokenizer_files
 
     for write in (write_clip_tokenizer_files, write_roberta_tokenizer_files):
         first, second = write(tmp_path / f"{write.__name__}_a"), write(tmp_path / f"{write.__name__}_b")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
-from nextgpt.demo import report, stage_losses
+from nextgpt.toy.demo import report, stage_losses
 
 
 def _write_run(run: Path, curves: dict[str, list[float]]) -> None:

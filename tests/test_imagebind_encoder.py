@@ -7,13 +7,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nextgpt.errors import CheckpointError, ConfigError, DataError
-from nextgpt.model.multimodal_encoder import (
-    TINY_IMAGEBIND_KWARGS,
-    MultimodalEncoder,
-    build_multimodal_encoder,
-    save_imagebind,
-)
+from nextgpt.model.multimodal_encoder import MultimodalEncoder, build_multimodal_encoder, save_imagebind
 from nextgpt.model.multimodal_encoder.imagebind import ImageBindModel, imagebind_huge
+from nextgpt.toy.imagebind import TINY_IMAGEBIND_KWARGS
 
 D = TINY_IMAGEBIND_KWARGS["out_embed_dim"]
 
@@ -21,7 +17,7 @@ D = TINY_IMAGEBIND_KWARGS["out_embed_dim"]
 @pytest.fixture(scope="module")
 def encoder() -> MultimodalEncoder:
     torch.manual_seed(0)
-    return build_multimodal_encoder(None, "tiny")
+    return build_multimodal_encoder(None, TINY_IMAGEBIND_KWARGS)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +47,7 @@ def test_forward_equals_model_output(encoder, inputs):
 
 
 def test_pooled_mode_returns_one_token(inputs):
-    enc = build_multimodal_encoder(None, "tiny", output_mode="pooled")
+    enc = build_multimodal_encoder(None, TINY_IMAGEBIND_KWARGS, output_mode="pooled")
     assert enc.output_mode == "pooled"
     for modality, batch in [("image", 2), ("video", 1), ("audio", 2)]:
         y = enc(inputs[modality], modality)
@@ -104,7 +100,7 @@ def test_bad_modality_and_shape(encoder, inputs):
 
 def test_save_and_build_roundtrip(encoder, inputs, tmp_path):
     path = save_imagebind(encoder, tmp_path / "imagebind_tiny.safetensors")
-    for arch in (None, "tiny", dict(TINY_IMAGEBIND_KWARGS)):
+    for arch in (None, "checkpoint", dict(TINY_IMAGEBIND_KWARGS)):
         enc = build_multimodal_encoder(path, arch)
         assert torch.equal(enc(inputs["image"], "image"), encoder(inputs["image"], "image"))
         assert all(not p.requires_grad for p in enc.parameters())
@@ -125,10 +121,14 @@ def test_build_rejects_wrong_arch_and_checkpoint(encoder, tmp_path):
         imagebind_huge(path)
     with pytest.raises(ConfigError, match="unknown ImageBind arch"):
         build_multimodal_encoder(path, "giant")
+    with pytest.raises(CheckpointError, match="not found"):
+        build_multimodal_encoder(tmp_path / "absent.safetensors", "checkpoint")
+    with pytest.raises(ConfigError, match="needs a .safetensors checkpoint"):
+        build_multimodal_encoder(None, "checkpoint")
     with pytest.raises(ConfigError, match="bad ImageBind arch kwargs"):
         build_multimodal_encoder(None, {"vision_width": 3})
     with pytest.raises(ConfigError, match="output_mode"):
-        build_multimodal_encoder(path, "tiny", output_mode="cls")
+        build_multimodal_encoder(path, "checkpoint", output_mode="cls")
     with pytest.raises(ConfigError, match="divisible"):
         build_multimodal_encoder(None, {**TINY_IMAGEBIND_KWARGS, "vision_num_heads": 5})
     with pytest.raises(CheckpointError, match="meta"):

@@ -1,4 +1,4 @@
-"""Generation (nextgpt/inference.py) on a tiny stage-3 model: KV cache, sampling, complete signal spans, forced and
+"""Generation (nextgpt/generation/) on a tiny stage-3 model: KV cache, sampling, complete signal spans, forced and
 capped outputs, input media, multi-turn history, batching, streaming, output files (spec §9, §12.8, §12.41)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import save_tiny_stage3
 from nextgpt.constants import IMAGE_TOKEN_INDEX
 from nextgpt.errors import ConfigError, DataError, MediaError
-from nextgpt.inference import (
+from nextgpt.generation import (
     Chat,
     GenerationResult,
     MediaOutput,

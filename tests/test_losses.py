@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from nextgpt.errors import ConfigError, DataError
-from nextgpt.model.losses import caption_alignment_loss, denoising_loss, min_snr_weights
-from nextgpt.model.multimodal_decoder import Decoder, load_decoder
-from nextgpt.model.multimodal_decoder.tiny import build_tiny_audioldm, build_tiny_sd, build_tiny_zeroscope
+from nextgpt.model.losses import caption_alignment_loss
+from nextgpt.model.multimodal_decoder import Decoder, denoising_loss, load_decoder
+from nextgpt.model.multimodal_decoder.denoising import min_snr_weights
+from nextgpt.toy.decoders import build_tiny_audioldm, build_tiny_sd, build_tiny_zeroscope
 
 
 def _scaled_linear_alphas_cumprod(beta_start: float, beta_end: float, n: int = 1000) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 
 from conftest import save_tiny_stage3
 from nextgpt.errors import CheckpointError
-from nextgpt.inference import NextGPTGenerator
+from nextgpt.generation import NextGPTGenerator
 from nextgpt.model.modeling import NextGPTModel
 
 REPO = Path(__file__).resolve().parents[1]

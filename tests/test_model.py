@@ -223,7 +223,7 @@ def test_strict_loading_names_the_offending_key(tiny_models):
         model.load_trainable_state_dict(missing, "ckpt.safetensors")
     bad = dict(state)
     bad["input_projector.out_fc.weight"] = torch.zeros(3, 3)
-    with pytest.raises(CheckpointError, match=r"mis-shaped \(1\): input_projector.out_fc.weight: expected"):
+    with pytest.raises(CheckpointError, match=r"mis-shaped keys \(1\): input_projector.out_fc.weight: expected"):
         model.load_trainable_state_dict(bad, "ckpt.safetensors")
 
 

@@ -129,8 +129,8 @@ def _legacy_name(ours: str) -> str:
 def test_legacy_checkpoint_converts_and_predicts(tiny_models, picture, tmp_path):
     from peft import get_peft_model_state_dict
 
-    convert = pytest.importorskip("nextgpt.model.convert")
-    from nextgpt.inference import NextGPTGenerator
+    convert = pytest.importorskip("nextgpt.cli.convert")
+    from nextgpt.generation import NextGPTGenerator
 
     overrides = tiny_model_overrides(tiny_models) + LEGACY
     config = load_config(REPO / "configs/tiny/stage_3.yaml", overrides)

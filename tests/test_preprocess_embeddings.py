@@ -14,9 +14,9 @@ from nextgpt.dataset.embeddings import (
     caption_jobs,
     embedding_file_name,
     embedding_path,
-    main,
     precompute_caption_embeddings,
 )
+from nextgpt.cli.embeddings import main
 from nextgpt.errors import ConfigError, DataError
 from nextgpt.model.multimodal_decoder import load_decoder
 

@@ -1,4 +1,5 @@
-"""Synthetic dataset (nextgpt.dataset.synthetic): determinism, reference JSON schemas, decodable media, true captions."""
+"""Synthetic dataset (nextgpt/toy/synthetic_*.py): determinism, reference JSON schemas, decodable media, true captions,
+the catalog's layout."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,11 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from nextgpt.dataset import synthetic as syn
+from nextgpt.dataset.catalog import CATALOG
+from nextgpt.dataset.mixture import resolve_params
+from nextgpt.toy import synthetic_data as syn
+from nextgpt.toy import synthetic_media as media
+from nextgpt.toy.synthetic_records import COMPREHENSION_PROMPTS
 from nextgpt.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,11 +100,23 @@ def test_bad_counts_and_seed(tmp_path):
 
 def test_cli(tmp_path):
     out = tmp_path / "cli"
-    r = subprocess.run([sys.executable, "-m", "nextgpt.dataset.synthetic", str(out), "--seed", "2"],
+    r = subprocess.run([sys.executable, "-m", "nextgpt", "synthetic", str(out), "--seed", "2"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 2 and manifest["json_records"]["T_X_pair_data/cc3m/cc3m.json"] == 200
+
+
+def test_catalog_entries_find_the_data(default_set):
+    """Every catalog entry the dataset serves, and the LEGACY pair entries, find their JSON and media folders."""
+    out, manifest, _ = default_set
+    for name in (*syn.CATALOG_NAMES, *(n for n in CATALOG if n.endswith("_legacy"))):
+        params = resolve_params(CATALOG[name].params, out)
+        assert params["data_path"].is_file(), name
+        for key in ("image_folder", "video_folder", "audio_folder"):
+            if params.get(key) is not None:
+                assert any(params[key].iterdir()), (name, key)
+    assert manifest["catalog"] == syn.catalog_hints()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -160,7 +177,7 @@ def test_every_json_follows_the_reference_schema(default_set):
 
 def test_pair_derived_files(default_set):
     out, _, _ = default_set
-    prompts = {p.format(m) for p in syn.COMPREHENSION_PROMPTS for m in MODALITIES}
+    prompts = {p.format(m) for p in COMPREHENSION_PROMPTS for m in MODALITIES}
     for dataset, m, key in (("cc3m", "image", "image_name"), ("webvid", "video", "video_name"),
                             ("audiocap", "audio", "audio_name")):
         base = out / "T_X_pair_data" / dataset
@@ -235,7 +252,8 @@ def test_instruction_files(default_set):
 # ---------------------------------------------------------------------------------------------------------------
 # media decode and truthful captions
 # ---------------------------------------------------------------------------------------------------------------
-PALETTE = {**{f"shape:{k}": v for k, v in syn.COLOURS.items()}, **{f"bg:{k}": v for k, v in syn.BACKGROUNDS.items()}}
+PALETTE = {**{f"shape:{k}": v for k, v in media.COLOURS.items()},
+           **{f"bg:{k}": v for k, v in media.BACKGROUNDS.items()}}
 _NAMES = list(PALETTE)
 _RGB = np.array([PALETTE[n] for n in _NAMES], dtype=np.float32)
 
@@ -253,12 +271,12 @@ def _mask(img: np.ndarray, colour: str) -> np.ndarray:
 
 
 def _pairs(caption: str) -> list[tuple[str, str]]:
-    colours, shapes = "|".join(syn.COLOURS), "|".join(syn.SHAPES)
+    colours, shapes = "|".join(media.COLOURS), "|".join(media.SHAPES)
     return re.findall(rf"\b({colours}) ({shapes})\b", caption)
 
 
 def _background(caption: str) -> str:
-    return re.search(rf"\b({'|'.join(syn.BACKGROUNDS)}) background\b", caption).group(1)
+    return re.search(rf"\b({'|'.join(media.BACKGROUNDS)}) background\b", caption).group(1)
 
 
 def test_images_decode_and_captions_are_true(default_set):
@@ -278,7 +296,7 @@ def test_images_decode_and_captions_are_true(default_set):
         h, w = img.shape[:2]
         bg = _background(caption)
         corners = [img[0, 0], img[0, -1], img[-1, 0], img[-1, -1]]
-        assert all(np.abs(c.astype(int) - syn.BACKGROUNDS[bg]).max() < 20 for c in corners), (path.name, caption)
+        assert all(np.abs(c.astype(int) - media.BACKGROUNDS[bg]).max() < 20 for c in corners), (path.name, caption)
         pairs = _pairs(caption)
         assert 1 <= len(pairs) <= 2, caption
         labels = _classify(img)
@@ -345,7 +363,7 @@ def test_videos_decode_and_captions_are_true(default_set):
             assert a.sum() > 2 * b.sum()
         else:
             raise AssertionError(f"no motion phrase in {caption!r}")
-        assert np.abs(first[0, 0].astype(int) - syn.BACKGROUNDS[_background(caption)]).max() < 25
+        assert np.abs(first[0, 0].astype(int) - media.BACKGROUNDS[_background(caption)]).max() < 25
 
 
 def _peak_hz(x: np.ndarray, sr: int) -> float:
@@ -402,19 +420,19 @@ def test_llava_answers_match_the_image(default_set):
         for q, a in zip(r["conversations"][::2], r["conversations"][1::2]):
             q, a = q["value"], a["value"]
             if "What colour is the shape" in q:
-                colour = re.search(rf"is ({'|'.join(syn.COLOURS)})\.", a).group(1)
+                colour = re.search(rf"is ({'|'.join(media.COLOURS)})\.", a).group(1)
                 assert _mask(img, colour).sum() > 20
                 checked += 1
             if "What colour is the background" in q:
-                bg = re.search(rf"plain ({'|'.join(syn.BACKGROUNDS)})", a).group(1)
-                assert np.abs(img[0, 0].astype(int) - syn.BACKGROUNDS[bg]).max() < 20
+                bg = re.search(rf"plain ({'|'.join(media.BACKGROUNDS)})", a).group(1)
+                assert np.abs(img[0, 0].astype(int) - media.BACKGROUNDS[bg]).max() < 20
                 checked += 1
             if "How many shapes" in q:
                 assert "exactly one shape" in a
                 (colour, _), = _pairs(a)
                 labels = _classify(img)
                 assert (labels == _NAMES.index(f"shape:{colour}")).sum() > 20
-                assert np.isin(labels, [_NAMES.index(f"shape:{c}") for c in syn.COLOURS if c != colour]).sum() < 10
+                assert np.isin(labels, [_NAMES.index(f"shape:{c}") for c in media.COLOURS if c != colour]).sum() < 10
     assert checked >= 10
 
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from conftest import tiny_model_overrides
 from nextgpt.config import load_config
-from nextgpt.demo import precompute_catalog_embeddings, stage_losses
+from nextgpt.toy.demo import precompute_catalog_embeddings, stage_losses
 from nextgpt.model.modeling import NextGPTModel, build_model
 from nextgpt.train import checkpoint as ckpt
 from nextgpt.train.trainer import Trainer, seed_everything
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def demo_data(tiny_models, tmp_path_factory) -> Path:
     """The synthetic dataset with every caption embedding, written once for this module."""
-    from nextgpt.dataset.synthetic import generate
+    from nextgpt.toy.synthetic_data import generate
 
     root = tmp_path_factory.mktemp("synthetic")
     generate(root, seed=0)

@@ -1,4 +1,4 @@
-"""Training data: catalog, datasets, collator, sampler, decoder targets, caption embeddings, synthetic data.
+"""Training data: catalog, datasets, collator, sampler, decoder targets, caption embeddings.
 
 The trainer's entry points::
 

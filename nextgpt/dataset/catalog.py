@@ -1,11 +1,10 @@
 """The dataset catalog: the one place users edit to add a dataset (`data.datasets: [name, ...]` selects them).
 
 Each entry names a dataset class and its parameters. Parameters ending in ``_path`` or ``_folder`` are paths
-RELATIVE to ``data.root`` (absolute paths are used as given); the layout below is the reference's ``data/`` folder
-(spec §6.1), which ``python -m nextgpt.dataset.synthetic DIR`` also writes, so the same entries serve real data
-and the embedded default's synthetic data. Unlike the reference, every entry has its OWN folders (the reference
-copied all folders into one shared object, so every dataset used the last entry's folders, §12.9; and two of its
-paths were wrong, §12.20).
+RELATIVE to ``data.root`` (absolute paths are used as given); the layout below is the reference's ``data/`` folder.
+This is the one place that knows it: the embedded default's synthetic dataset (``nextgpt synthetic DIR``) writes
+its files at these entries' paths, so the same entries serve real data and synthetic data. Unlike the reference,
+every entry has its OWN folders (docs/deviations.md, "Catalog folders").
 
 Adding a dataset is one line, e.g. for a JSON in the NEW schema (spec §6.2)::
 

@@ -19,7 +19,6 @@ interrupted run leaves no half-written embedding.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -33,7 +32,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ..constants import MODALITIES
-from ..errors import ConfigError, DataError, NextGPTError
+from ..errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +43,6 @@ __all__ = [
     "embedding_file_name",
     "embedding_path",
     "load_caption_embedding",
-    "main",
     "precompute_caption_embeddings",
 ]
 
@@ -235,30 +233,3 @@ def precompute_caption_embeddings(data_path: str | os.PathLike, modality: str, d
     logger.info("%s: wrote %d %s caption embeddings %s to %s (%d already there)", data_path, report.written,
                 modality, report.shape, out, report.existing)
     return report
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line of `preprocess_embeddings.py`."""
-    parser = argparse.ArgumentParser(
-        prog="preprocess_embeddings.py",
-        description="Precompute caption embeddings (<embedding name>.npy, float16) with a decoder's own text "
-                    "encoder, for a generation / instruction JSON or a raw pair file (cc3m.json, webvid.json, "
-                    "audiocap.json).")
-    parser.add_argument("--data", required=True, help="reference-format JSON file")
-    parser.add_argument("--modality", required=True, choices=MODALITIES)
-    parser.add_argument("--decoder", required=True, help="diffusers pipeline folder (SD / ZeroScope / AudioLDM)")
-    parser.add_argument("--output-dir", required=True, help="embedding folder (e.g. data/embed or data/it/embed)")
-    parser.add_argument("--batch-size", type=int, default=128, help="captions per text-encoder call (default 128)")
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--dtype", default=None, help="default: float16 on CUDA, float32 on CPU")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        report = precompute_caption_embeddings(args.data, args.modality, args.decoder, args.output_dir,
-                                               batch_size=args.batch_size, device=args.device, dtype=args.dtype)
-    except NextGPTError as err:
-        parser.exit(2, f"error: {err}\n")
-    logger.info("%s", json.dumps({"total": report.total, "written": report.written, "existing": report.existing,
-                                  "output_dir": str(report.output_dir),
-                                  "shape": list(report.shape) if report.shape else None}))
-    return 0

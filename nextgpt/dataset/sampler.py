@@ -219,11 +219,6 @@ class ModalityGroupedBatchSampler(Sampler[list[int]]):
                 batches.append(self._split(order[s : s + g].tolist(), by_length=False))
         return batches
 
-    def rank_batches(self, epoch: int, rank: int | None = None) -> list[list[int]]:
-        """All micro-batches of ``rank`` (default: this rank) in ``epoch``, from position 0, in order."""
-        rank = self.rank if rank is None else rank
-        return [gb[j] for gb in self.epoch_batches(epoch) for j in range(rank, len(gb), self.world_size)]
-
     def __iter__(self) -> Iterator[list[int]]:
         ws = self.world_size
         for gb in self.epoch_batches(self.epoch)[self.position :]:

@@ -14,7 +14,6 @@ the base config lacked the multimodal fields (§10.4, §12.40).
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -22,7 +21,8 @@ import torch
 
 from ..errors import CheckpointError
 from .language_model import copy_tokenizer_files, uninstall_signal_rows
-from .modeling import CONFIG_NAME, FORMAT_TAG, WEIGHTS_NAME, NextGPTModel, absolutize_paths, read_checkpoint_config
+from .checkpoint_format import read_checkpoint_config, write_trained_checkpoint
+from .modeling import NextGPTModel
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +36,6 @@ def merge_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype = torc
     The merge runs on the CPU in `dtype` (float32 = exact up to rounding; float16 / bfloat16 halve the memory of a
     7B merge) and the LLM is saved in that dtype.
     """
-    from safetensors.torch import save_file
-
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise CheckpointError(f"{src}: checkpoint directory not found")
@@ -57,14 +55,11 @@ def merge_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype = torc
     llm.config.use_cache = True
     dst.mkdir(parents=True, exist_ok=True)
     llm.save_pretrained(str(dst / LLM_DIR))
-    for folder in (dst / LLM_DIR, dst):
-        model.tokenizer.save_pretrained(str(folder))
-        copy_tokenizer_files(config.model.llm, folder)
-    metadata = {"format": FORMAT_TAG, "signal_tokens": json.dumps(
-        model.tokenizer.convert_ids_to_tokens(sorted(model.signal_token_ids))), "merged_from": str(src.resolve())}
-    save_file({k: v.contiguous() for k, v in state.items()}, str(dst / WEIGHTS_NAME), metadata=metadata)
-    merged = absolutize_paths(config)
-    merged.model.llm = LLM_DIR
-    (dst / CONFIG_NAME).write_text(merged.to_yaml())
+    model.tokenizer.save_pretrained(str(dst / LLM_DIR))
+    copy_tokenizer_files(config.model.llm, dst / LLM_DIR)
+    signal_tokens = model.tokenizer.convert_ids_to_tokens(sorted(model.signal_token_ids))
+    write_trained_checkpoint(dst, config, state, model.tokenizer, signal_tokens,
+                             metadata={"merged_from": str(src.resolve())}, model_overrides={"llm": LLM_DIR})
+    copy_tokenizer_files(config.model.llm, dst)
     logger.info("merged %s into %s (LLM: %s, vocabulary %d)", src, dst, dst / LLM_DIR, len(model.tokenizer))
     return dst

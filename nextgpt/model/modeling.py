@@ -6,7 +6,6 @@ trains (projectors, signal-token rows, LoRA adapter) plus the resolved config an
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,18 +13,26 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import yaml
 
-from ..config import Config, LossConfig, LoraAdapterConfig, ModelConfig, config_from_dict
+from ..config import Config, LossConfig, LoraAdapterConfig, ModelConfig
 from ..constants import IGNORE_INDEX, MODALITIES
 from ..conversation import SignalSpan, SignalVocab
 from ..errors import CheckpointError, ConfigError, DataError
+from .checkpoint_format import (
+    ADAPTER_DIR,
+    ADAPTER_WEIGHTS_NAME,
+    WEIGHTS_NAME,
+    check_state_dict,
+    read_checkpoint_config,
+    write_trained_checkpoint,
+)
 from .language_model import (
     SignalTokenEmbedding,
     SignalTokenHead,
     install_signal_rows,
     load_llm,
     load_tokenizer,
+    peft_lora_config,
     register_signal_tokens,
 )
 from .losses import caption_alignment_loss
@@ -35,11 +42,6 @@ from .multimodal_projector import build_input_projector, build_output_projector
 from .splice import SplicedBatch, splice_multimodal
 
 logger = logging.getLogger(__name__)
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.yaml"
-ADAPTER_DIR = "adapter"
-FORMAT_TAG = "nextgpt-trained-weights"
 
 
 @dataclass
@@ -215,13 +217,11 @@ class NextGPTModel(nn.Module):
 
     def enable_lora(self, lora: LoraAdapterConfig) -> None:
         """Wrap the LLM with peft LoRA adapters (stage 3)."""
-        from peft import LoraConfig as PeftLoraConfig, get_peft_model
+        from peft import get_peft_model
 
         if self.has_lora:
             return
-        peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
-                                     target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
-        self.llm = get_peft_model(self.llm, peft_config)
+        self.llm = get_peft_model(self.llm, peft_lora_config(lora))
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Every trainable-in-some-stage parameter, by group (the names the stage presets and lrs use)."""
@@ -259,22 +259,19 @@ class NextGPTModel(nn.Module):
 
     def save_pretrained(self, outdir: str | Path, config: Config, state: dict[str, torch.Tensor] | None = None,
                         adapter_state: dict[str, torch.Tensor] | None = None) -> Path:
-        """Write the trained weights (safetensors), the LoRA adapter (peft format), the resolved config and the
-        tokenizer to `outdir`. `state` / `adapter_state` may be given when they were gathered elsewhere (ZeRO-3)."""
-        from safetensors.torch import save_file
-
-        outdir = Path(outdir)
-        outdir.mkdir(parents=True, exist_ok=True)
-        state = state if state is not None else self.trainable_state_dict()
-        metadata = {"format": FORMAT_TAG, "signal_tokens": json.dumps(
-            self.tokenizer.convert_ids_to_tokens(sorted(self.signal_token_ids)))}
-        save_file({k: v.contiguous() for k, v in state.items()}, str(outdir / WEIGHTS_NAME), metadata=metadata)
+        """Write the trained weights, the LoRA adapter, the resolved config and the tokenizer to `outdir`
+        (`checkpoint_format`). `state` / `adapter_state` may be given when they were gathered elsewhere (ZeRO-3);
+        `adapter_state` is in peft's saved key format (`get_peft_model_state_dict`)."""
+        adapter = None
         if self.has_lora:
-            self.llm.save_pretrained(str(outdir / ADAPTER_DIR), state_dict=adapter_state, save_embedding_layers=False)
-        saved = absolutize_paths(config)
-        (outdir / CONFIG_NAME).write_text(saved.to_yaml())
-        self.tokenizer.save_pretrained(str(outdir))
-        return outdir
+            from peft import get_peft_model_state_dict
+
+            if adapter_state is None:
+                adapter_state = get_peft_model_state_dict(self.llm, save_embedding_layers=False)
+            adapter = (self.llm.peft_config["default"], adapter_state)
+        signal_tokens = self.tokenizer.convert_ids_to_tokens(sorted(self.signal_token_ids))
+        return write_trained_checkpoint(outdir, config, state if state is not None else self.trainable_state_dict(),
+                                        self.tokenizer, signal_tokens, adapter=adapter)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"
@@ -310,7 +307,7 @@ class NextGPTModel(nn.Module):
         lora = LoraAdapterConfig(r=peft_cfg.r, alpha=peft_cfg.lora_alpha, dropout=peft_cfg.lora_dropout,
                           bias=peft_cfg.bias, target_modules=sorted(peft_cfg.target_modules))
         self.enable_lora(lora)
-        state = load_file(str(adapter_dir / "adapter_model.safetensors"), device=str(self.device))
+        state = load_file(str(adapter_dir / ADAPTER_WEIGHTS_NAME), device=str(self.device))
         result = set_peft_model_state_dict(self.llm, state)
         unexpected = list(getattr(result, "unexpected_keys", []) or [])
         missing = [k for k in (getattr(result, "missing_keys", []) or []) if "lora_" in k]
@@ -324,21 +321,6 @@ class NextGPTModel(nn.Module):
 
 def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:
-    """Raise CheckpointError listing missing, unexpected and mis-shaped keys (strict loading)."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    shapes = sorted(f"{k}: expected {tuple(expected[k].shape)}, found {tuple(found[k].shape)}"
-                    for k in set(expected) & set(found) if tuple(expected[k].shape) != tuple(found[k].shape))
-    if missing or unexpected or shapes:
-        lines = [f"{source} does not match the model:"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
-            if items:
-                shown = items[:20] + ([f"… and {len(items) - 20} more"] if len(items) > 20 else [])
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(shown))
-        raise CheckpointError("\n".join(lines))
 
 
 def check_model_config(config: ModelConfig) -> None:
@@ -403,45 +385,3 @@ def build_model(config: ModelConfig, losses: LossConfig | None = None, dtype: to
     model = NextGPTModel(config, llm, tokenizer, encoder, input_projector.to(device=device, dtype=dtype),
                          output_projectors.to(device=device, dtype=dtype), decoders, signal, token_ids, losses)
     return model
-
-
-# ------------------------------------------------------------------------------------- checkpoint config
-
-_PATH_KEYS = (("llm",), ("encoder", "checkpoint"), ("image", "decoder"), ("video", "decoder"),
-              ("audio", "decoder"))
-
-
-def _get(obj: Any, keys: tuple[str, ...]) -> Any:
-    for k in keys:
-        obj = getattr(obj, k)
-    return obj
-
-
-def _set(obj: Any, keys: tuple[str, ...], value: Any) -> None:
-    for k in keys[:-1]:
-        obj = getattr(obj, k)
-    setattr(obj, keys[-1], value)
-
-
-def absolutize_paths(config: Config) -> Config:
-    """A copy of `config` whose model paths that exist locally are absolute (so the checkpoint can be used
-    from any working directory); hub ids and missing paths are kept as written."""
-    saved = config_from_dict(config.to_dict(), "resolved config")
-    for keys in _PATH_KEYS:
-        value = _get(saved.model, keys)
-        if value and Path(value).exists():
-            _set(saved.model, keys, str(Path(value).resolve()))
-    return saved
-
-
-def read_checkpoint_config(path: Path) -> Config:
-    """The config saved in a checkpoint directory; relative model paths resolve against that directory first."""
-    cfg_file = path / CONFIG_NAME
-    if not cfg_file.is_file():
-        raise CheckpointError(f"{path}: no {CONFIG_NAME}; is this a NExT-GPT checkpoint directory?")
-    config = config_from_dict(yaml.safe_load(cfg_file.read_text()) or {}, str(cfg_file))
-    for keys in _PATH_KEYS:
-        value = _get(config.model, keys)
-        if value and not Path(value).is_absolute() and (path / value).exists():
-            _set(config.model, keys, str((path / value).resolve()))
-    return config

@@ -1,10 +1,11 @@
-"""`python -m nextgpt.model.summary --config C [--json] [section.key=value ...]`: parameters per module.
+"""Parameters per module (`nextgpt summary --config C [--json]`), computed without weights.
 
 Every module is built on PyTorch's META device from the config alone (no weights are read or allocated), with the
-same builders the real model uses: ImageBind (huge or tiny), the input projector and the three output projectors
-(with `input_projector_options` / `output_projector_options`), the LLaMA from `model.llm`'s config.json when that
-directory exists, else from the named architecture `model.llm_arch`, and the LoRA adapter through peft on the meta
-LLaMA when the config's stage trains LoRA. "trainable" follows the stage table of `nextgpt/stages.py`.
+same builders the real model uses: ImageBind (huge, or the sizes stored in its .safetensors checkpoint's header),
+the input projector and the three output projectors (with `input_projector_options` / `output_projector_options`),
+the LLaMA from `model.llm`'s config.json when that directory exists, else from the named architecture
+`model.llm_arch`, and the LoRA adapter through peft on the meta LLaMA when the config's stage trains LoRA.
+"trainable" follows the stage table of `nextgpt/stages.py`.
 
 The rows partition the reference architecture exactly:
   encoder                 ImageBind, all modality branches (frozen)
@@ -19,24 +20,21 @@ that train live in separate parameters, see `SignalTokenEmbedding`); those copie
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from ..config import Config, ModelConfig, load_config
+from ..config import Config, LoraAdapterConfig, ModelConfig
 from ..constants import MODALITIES
 from ..conversation import tokens_to_register
-from ..errors import CheckpointError, ConfigError, NextGPTError
+from ..errors import CheckpointError, ConfigError
 from ..stages import stage_preset
-from .language_model import TINY_LLM, TINY_VOCAB_SIZE
+from .language_model import peft_lora_config
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +43,6 @@ logger = logging.getLogger(__name__)
 LLM_ARCHS: dict[str, dict[str, Any]] = {
     "vicuna-7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=32, tie_word_embeddings=False),
-    "tiny": dict(vocab_size=TINY_VOCAB_SIZE, tie_word_embeddings=False, **TINY_LLM),
 }
 
 ROWS = ("encoder", "input_projector", "llm", "lora", "signal_rows",
@@ -92,25 +89,23 @@ def meta_llm(llm_cfg) -> nn.Module:
         return LlamaForCausalLM(llm_cfg)
 
 
-def attach_meta_lora(llm: nn.Module, r: int, alpha: int, dropout: float, bias: str,
-                     target_modules: list[str]) -> nn.Module:
+def attach_meta_lora(llm: nn.Module, lora: LoraAdapterConfig) -> nn.Module:
     """Wrap a (meta) LLaMA with peft LoRA exactly as `NextGPTModel.enable_lora` does; returns the PeftModel."""
-    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    peft_config = PeftLoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias=bias,
-                                 target_modules=list(target_modules), task_type="CAUSAL_LM")
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return get_peft_model(llm, peft_config)
+        return get_peft_model(llm, peft_lora_config(lora))
 
 
 def meta_encoder(config: ModelConfig) -> nn.Module:
     """The configured ImageBind on the meta device."""
-    from .multimodal_encoder.encoder import ARCHS
+    from .multimodal_encoder.encoder import imagebind_kwargs
     from .multimodal_encoder.imagebind.model import ImageBindModel
 
+    kwargs = imagebind_kwargs(config.encoder.arch, config.encoder.checkpoint)
     with torch.device("meta"):
-        return ImageBindModel(**ARCHS[config.encoder.arch], output_mode=config.encoder.output)
+        return ImageBindModel(**kwargs, output_mode=config.encoder.output)
 
 
 def build_projectors(config: ModelConfig, encoder_dim: int, hidden: int, device: str = "cpu"
@@ -125,9 +120,9 @@ def build_projectors(config: ModelConfig, encoder_dim: int, hidden: int, device:
 
 def encoder_width(config: ModelConfig) -> int:
     """Width of the encoder's features (ImageBind out_embed_dim) without building it."""
-    from .multimodal_encoder.encoder import ARCHS
+    from .multimodal_encoder.encoder import imagebind_kwargs
 
-    return int(ARCHS[config.encoder.arch].get("out_embed_dim", 768))
+    return int(imagebind_kwargs(config.encoder.arch, config.encoder.checkpoint).get("out_embed_dim", 768))
 
 
 def num_signal_rows(config: ModelConfig) -> int:
@@ -164,7 +159,7 @@ def summarize(config: Config) -> dict[str, ModuleCount]:
     counts["lora"] = 0
     if "lora" in trains:
         lora = model.lora
-        peft_llm = attach_meta_lora(llm, lora.r, lora.alpha, lora.dropout, lora.bias, lora.target_modules)
+        peft_llm = attach_meta_lora(llm, lora)
         counts["lora"] = sum(p.numel() for n, p in peft_llm.named_parameters() if "lora_" in n)
     counts["signal_rows"] = num_signal_rows(model) * hidden * 2
     for m in MODALITIES:
@@ -208,29 +203,3 @@ def format_table(summary: dict[str, ModuleCount], config: Config, source: str = 
             rows.append("-" * 80)
         rows.append(f"{name:<26}{c.params:>17,}{_human(c.params):>10}{c.trainable:>17,}{_human(c.trainable):>10}")
     return "\n".join(head + rows)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nextgpt.model.summary",
-                                     description="Parameters per module (total, trainable in the config's stage), "
-                                                 "computed on the meta device: no weights needed.")
-    parser.add_argument("--config", required=True, help="YAML config (e.g. configs/stage_3.yaml)")
-    parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.stage=2")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        config = load_config(args.config, args.overrides)
-        summary = summarize(config)
-    except NextGPTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps({k: asdict(v) for k, v in summary.items()}, indent=2))
-    else:
-        print(format_table(summary, config, args.config))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import torch
 
-from nextgpt.model.losses import denoising_loss
-from nextgpt.model.multimodal_decoder import load_decoder
-from nextgpt.model.multimodal_decoder.tiny import build_tiny_audioldm, build_tiny_sd, build_tiny_zeroscope
+from nextgpt.model.multimodal_decoder import denoising_loss, load_decoder
+from nextgpt.toy.decoders import build_tiny_audioldm, build_tiny_sd, build_tiny_zeroscope
 
 from _timing import median_seconds
 

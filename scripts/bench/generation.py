@@ -1,4 +1,4 @@
-"""Text-generation speed with and without the KV cache (nextgpt/inference.py) on the tiny model.
+"""Text-generation speed with and without the KV cache (nextgpt/generation/) on the tiny model.
 
 Run: ``python scripts/bench/generation.py [--model CHECKPOINT_DIR] [--new-tokens 256] [--threads 1]``.
 Without --model, tiny models and an untrained tiny stage-3 checkpoint are built in a temporary folder (~15 s).
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 def build_checkpoint(root: Path) -> Path:
     from nextgpt.config import load_config
     from nextgpt.model.modeling import build_model
-    from nextgpt.tiny import build_tiny_models
+    from nextgpt.toy.models import build_tiny_models
 
     paths = build_tiny_models(root / "tiny")
     overrides = [f"model.llm={paths['llm']}", f"model.encoder.checkpoint={paths['imagebind']}",
@@ -46,7 +46,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from nextgpt.inference import NextGPTGenerator
+    from nextgpt.generation import NextGPTGenerator
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(args.model) if args.model else build_checkpoint(Path(tmp))

@@ -36,9 +36,10 @@ from nextgpt.dataset import (  # noqa: E402
     ModalityGroupedBatchSampler,
     SkipStats,
     build_train_dataset,
-    synthetic,
 )
-from nextgpt.model.language_model import build_tiny_llm, load_tokenizer, register_signal_tokens  # noqa: E402
+from nextgpt.model.language_model import load_tokenizer, register_signal_tokens  # noqa: E402
+from nextgpt.toy import synthetic_data as synthetic  # noqa: E402
+from nextgpt.toy.llm import build_tiny_llm  # noqa: E402
 
 PAIRS = {"image": "cc3m", "video": "webvid", "audio": "audiocap"}
 

@@ -19,8 +19,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from nextgpt.dataset import media, synthetic  # noqa: E402
+from nextgpt.dataset import media  # noqa: E402
 from nextgpt.dataset.sampler import ModalityGroupedBatchSampler  # noqa: E402
+from nextgpt.toy import synthetic_data as synthetic  # noqa: E402
 
 from _timing import median_seconds  # noqa: E402
 

@@ -1,11 +1,14 @@
-"""Frozen diffusion decoders (SD / ZeroScope / AudioLDM) over stock diffusers pipelines, and their tiny builders."""
-from nextgpt.model.multimodal_decoder.builder import (
-    GENERATION_DEFAULTS,
-    MODALITIES,
-    PIPELINE_CLASSES,
-    Decoder,
-    LazyDecoders,
-    load_decoder,
-)
+"""Frozen diffusion decoders over stock diffusers pipelines: a shared base (base.py), one adapter per pipeline kind
+(image.py: Stable Diffusion, video.py: ZeroScope, audio.py: AudioLDM), loading (loading.py) and the latent
+denoising loss (denoising.py)."""
+from .audio import AudioDecoder
+from .base import GENERATION_DEFAULTS, Decoder
+from .denoising import denoising_loss
+from .image import ImageDecoder
+from .loading import PIPELINE_CLASSES, LazyDecoders, load_decoder
+from .video import VideoDecoder
 
-__all__ = ["Decoder", "LazyDecoders", "load_decoder", "GENERATION_DEFAULTS", "MODALITIES", "PIPELINE_CLASSES"]
+__all__ = [
+    "Decoder", "ImageDecoder", "VideoDecoder", "AudioDecoder", "LazyDecoders", "load_decoder",
+    "GENERATION_DEFAULTS", "PIPELINE_CLASSES", "denoising_loss",
+]

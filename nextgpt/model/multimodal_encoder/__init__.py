@@ -1,6 +1,5 @@
 """Multimodal encoder: ImageBind (frozen) and the wrapper the NExT-GPT model core uses."""
 from .encoder import (
-    TINY_IMAGEBIND_KWARGS,
     MultimodalEncoder,
     build_multimodal_encoder,
     preprocess,
@@ -8,7 +7,6 @@ from .encoder import (
 )
 
 __all__ = [
-    "TINY_IMAGEBIND_KWARGS",
     "MultimodalEncoder",
     "build_multimodal_encoder",
     "preprocess",

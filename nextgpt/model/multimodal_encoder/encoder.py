@@ -18,42 +18,9 @@ from nextgpt.errors import CheckpointError, ConfigError, DataError
 from .imagebind.data import preprocess
 from .imagebind.model import IMAGEBIND_HUGE_KWARGS, OUTPUT_MODES, ImageBindModel, build_imagebind
 
-# A tiny configuration for tests and the CPU demo: real input sizes (224 px, 128x204 mel), small widths/depths.
-TINY_IMAGEBIND_KWARGS: dict[str, Any] = {
-    "video_frames": 2,
-    "kernel_size": (2, 14, 14),
-    "audio_kernel_size": 16,
-    "audio_stride": 10,
-    "out_embed_dim": 32,
-    "vision_embed_dim": 64,
-    "vision_num_blocks": 2,
-    "vision_num_heads": 4,
-    "audio_embed_dim": 32,
-    "audio_num_blocks": 2,
-    "audio_num_heads": 4,
-    "audio_num_mel_bins": 128,
-    "audio_target_len": 204,
-    "audio_drop_path": 0.1,
-    "text_embed_dim": 16,
-    "text_num_blocks": 1,
-    "text_num_heads": 2,
-    "depth_embed_dim": 16,
-    "depth_kernel_size": 16,
-    "depth_num_blocks": 1,
-    "depth_num_heads": 2,
-    "depth_drop_path": 0.0,
-    "thermal_embed_dim": 16,
-    "thermal_kernel_size": 16,
-    "thermal_num_blocks": 1,
-    "thermal_num_heads": 2,
-    "thermal_drop_path": 0.0,
-    "imu_embed_dim": 16,
-    "imu_kernel_size": 8,
-    "imu_num_blocks": 1,
-    "imu_num_heads": 2,
-    "imu_drop_path": 0.7,
-}
-ARCHS: dict[str, dict[str, Any]] = {"huge": IMAGEBIND_HUGE_KWARGS, "tiny": TINY_IMAGEBIND_KWARGS}
+ARCHS: dict[str, dict[str, Any]] = {"huge": IMAGEBIND_HUGE_KWARGS}
+# The arch value that takes the kwargs `save_imagebind` stored in the .safetensors checkpoint (e.g. the tiny models).
+FROM_CHECKPOINT = "checkpoint"
 METADATA_KEY = "imagebind_kwargs"
 
 # modality -> (ImageBind input key, accepted input ranks)
@@ -117,11 +84,38 @@ class MultimodalEncoder(nn.Module):
 def _read_saved_kwargs(path: Path) -> dict[str, Any]:
     from safetensors import safe_open
 
+    if path.suffix != ".safetensors":
+        raise ConfigError(f"ImageBind arch '{FROM_CHECKPOINT}' needs a .safetensors checkpoint written by "
+                          f"save_imagebind, got {path}")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: ImageBind checkpoint not found (arch '{FROM_CHECKPOINT}' reads its sizes "
+                              "from this file)")
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata() or {}
     if METADATA_KEY not in metadata:
         raise ConfigError(f"{path}: no '{METADATA_KEY}' metadata; pass arch='huge' or a dict of ImageBind kwargs")
     return json.loads(metadata[METADATA_KEY])
+
+
+def imagebind_kwargs(arch: str | Mapping[str, Any] | None,
+                     checkpoint_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """ImageBindModel's constructor kwargs for ``arch``: "huge", "checkpoint" or None (the kwargs that
+    ``save_imagebind`` stored in the .safetensors ``checkpoint_path``; only its header is read), or a dict."""
+    if arch is None or arch == FROM_CHECKPOINT:
+        if checkpoint_path is None:
+            raise ConfigError(f"ImageBind arch '{FROM_CHECKPOINT}' needs a .safetensors checkpoint written by "
+                              "save_imagebind")
+        return _read_saved_kwargs(Path(checkpoint_path))
+    if isinstance(arch, str):
+        if arch not in ARCHS:
+            raise ConfigError(f"unknown ImageBind arch {arch!r}; expected one of "
+                              f"{(*ARCHS, FROM_CHECKPOINT)} or a dict of kwargs")
+        return ARCHS[arch]
+    if isinstance(arch, Mapping):
+        kwargs = dict(arch)
+        kwargs.pop("output_mode", None)
+        return kwargs
+    raise ConfigError(f"ImageBind arch must be a name or a dict of kwargs, got {type(arch).__name__}")
 
 
 def build_multimodal_encoder(
@@ -131,24 +125,12 @@ def build_multimodal_encoder(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
 ) -> MultimodalEncoder:
-    """Build the frozen encoder: ``arch`` is "huge", "tiny", a dict of ImageBindModel kwargs, or None (read the
-    kwargs that ``save_imagebind`` stored in the safetensors file). The checkpoint is loaded strictly; without one
-    the reference's random initialisation is used (tests, timing)."""
+    """Build the frozen encoder: ``arch`` is "huge", "checkpoint" or None (read the kwargs that ``save_imagebind``
+    stored in the safetensors file), or a dict of ImageBindModel kwargs. The checkpoint is loaded strictly;
+    without one the reference's random initialisation is used (tests, timing)."""
     if output_mode not in OUTPUT_MODES:
         raise ConfigError(f"encoder output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
-    if arch is None:
-        if checkpoint_path is None or Path(checkpoint_path).suffix != ".safetensors":
-            raise ConfigError("arch=None needs a .safetensors checkpoint written by save_imagebind")
-        kwargs = _read_saved_kwargs(Path(checkpoint_path))
-    elif isinstance(arch, str):
-        if arch not in ARCHS:
-            raise ConfigError(f"unknown ImageBind arch {arch!r}; expected one of {tuple(ARCHS)} or a dict of kwargs")
-        kwargs = ARCHS[arch]
-    elif isinstance(arch, Mapping):
-        kwargs = dict(arch)
-        kwargs.pop("output_mode", None)
-    else:
-        raise ConfigError(f"ImageBind arch must be a name or a dict of kwargs, got {type(arch).__name__}")
+    kwargs = imagebind_kwargs(arch, checkpoint_path)
     try:
         model = build_imagebind(kwargs, checkpoint_path, output_mode)
     except TypeError as err:  # unknown constructor keyword
@@ -159,7 +141,8 @@ def build_multimodal_encoder(
 
 def save_imagebind(model: ImageBindModel | MultimodalEncoder, path: str | os.PathLike) -> Path:
     """Write the model's state dict (float32, reference key names) to a safetensors file, with its constructor
-    kwargs as metadata, so that ``build_multimodal_encoder(path, arch=None)`` or ``imagebind_huge(path)`` loads it."""
+    kwargs as metadata, so that ``build_multimodal_encoder(path, "checkpoint")`` or ``imagebind_huge(path)``
+    loads it."""
     from safetensors.torch import save_file
 
     if isinstance(model, MultimodalEncoder):
@@ -178,9 +161,10 @@ def save_imagebind(model: ImageBindModel | MultimodalEncoder, path: str | os.Pat
 
 
 __all__ = [
-    "TINY_IMAGEBIND_KWARGS",
+    "FROM_CHECKPOINT",
     "MultimodalEncoder",
     "build_multimodal_encoder",
+    "imagebind_kwargs",
     "preprocess",
     "save_imagebind",
 ]

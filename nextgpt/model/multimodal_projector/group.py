@@ -625,10 +625,6 @@ class GroupProjector(nn.Module):
         return self.num_output_groups[-1] if self.num_output_groups else None
 
     @property
-    def config(self) -> dict[str, str]:
-        return {"mm_projector_type": "group_projector"}
-
-    @property
     def device(self) -> torch.device:
         return self.in_fc.weight.device
 

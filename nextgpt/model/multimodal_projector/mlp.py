@@ -27,10 +27,6 @@ class MLPProjector(nn.Module):
         self.layer = nn.Sequential(*modules)
 
     @property
-    def config(self) -> dict[str, str]:
-        return {"mm_projector_type": "mlp"}
-
-    @property
     def device(self) -> torch.device:
         return self.layer[0].weight.device
 

@@ -101,10 +101,6 @@ class TransformersProjector(nn.Module):
         nn.init.normal_(self.query_embs, mean=0.0, std=query_init_std)
 
     @property
-    def config(self) -> dict[str, str]:
-        return {"mm_projector_type": "transformer"}
-
-    @property
     def device(self) -> torch.device:
         return self.query_embs.device
 
@@ -153,10 +149,6 @@ class LinearOutputProjector(nn.Module):
             with torch.no_grad():
                 nn.init.normal_(self.token_mix.weight, mean=1.0 / num_input_tokens, std=0.02)
                 nn.init.zeros_(self.token_mix.bias)
-
-    @property
-    def config(self) -> dict[str, str]:
-        return {"mm_projector_type": "linear"}
 
     def forward(self, x: torch.Tensor, input_embs: torch.Tensor) -> torch.Tensor:
         """(N, num_input_tokens, in_features) twice -> (N, num_query_token, out_features)."""

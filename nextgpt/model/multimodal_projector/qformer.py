@@ -81,10 +81,6 @@ class QFormerProjector(nn.Module):
         self.out_fc = nn.Linear(hidden_size, out_features)
 
     @property
-    def config(self) -> dict[str, str]:
-        return {"mm_projector_type": "qformer"}
-
-    @property
     def device(self) -> torch.device:
         return self.query_tokens.device
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torchvision.ops import StochasticDepth
 
 from nextgpt.errors import CheckpointError, ConfigError
+from nextgpt.model.checkpoint_format import check_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -654,28 +655,7 @@ def load_checkpoint_(model: ImageBindModel, path: str | os.PathLike) -> ImageBin
     precision are cast to float32, as the reference's copy into float32 parameters would.
     """
     state = read_state_dict(path)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {expected[k]}"
-        for k in set(expected) & set(state)
-        if tuple(state[k].shape) != expected[k]
-    )
-    if missing or unexpected or misshaped:
-        def _fmt(items: list[str]) -> str:
-            return ", ".join(items[:20]) + (f", ... ({len(items)} in all)" if len(items) > 20 else "")
-
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_fmt(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_fmt(unexpected)}")
-        if misshaped:
-            parts.append(f"mis-shaped keys: {_fmt(misshaped)}")
-        error = CheckpointError(f"{path}: does not match the ImageBind configuration; " + "; ".join(parts))
-        error.missing, error.unexpected, error.misshaped = missing, unexpected, misshaped  # full lists
-        raise error
+    check_state_dict(model.state_dict(), state, f"{path} (ImageBind)")
     for k, v in state.items():
         if v.is_floating_point() and v.dtype != torch.float32:
             state[k] = v.float()

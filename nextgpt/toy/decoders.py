@@ -1,4 +1,4 @@
-"""Random-initialised tiny diffusion decoders in the real on-disk formats.
+"""The embedded default's tiny diffusion decoders: random SD / ZeroScope / AudioLDM pipelines in their real formats.
 
 Each builder writes a complete diffusers pipeline folder (``model_index.json`` plus one sub-folder per component)
 that loads offline with the pipeline's own ``from_pretrained`` and with
@@ -422,7 +422,7 @@ def build_tiny_audioldm(
     return _save(pipe, outdir)
 
 
-#: Sub-folder names used by :func:`build_tiny_decoders`.
+#: Folder of each modality's tiny decoder (here and in the tiny model folder that `build_tiny_models` writes).
 TINY_DECODER_DIRS = {"image": "sd", "video": "zeroscope", "audio": "audioldm"}
 
 
@@ -435,14 +435,3 @@ def build_tiny_decoders(root: str | Path, seed: int = 0) -> dict[str, Path]:
         "audio": build_tiny_audioldm(root / TINY_DECODER_DIRS["audio"], seed=seed),
     }
 
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Write tiny random SD / ZeroScope / AudioLDM pipelines.")
-    parser.add_argument("outdir", help="folder that receives sd/, zeroscope/ and audioldm/")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for modality, folder in build_tiny_decoders(args.outdir, seed=args.seed).items():
-        logger.info("%s: %s", modality, folder)

@@ -1,34 +1,30 @@
-"""The embedded default's helpers (`scripts/demo.sh` calls them): data preparation and the closing report.
+"""The embedded default's steps (`scripts/demo.sh` runs them through `nextgpt demo prepare|predict|report`).
 
-    python -m nextgpt.demo prepare --models checkpoints/tiny --data data/synthetic
-        tiny models (if missing), the synthetic dataset, every caption embedding the catalog needs
-    python -m nextgpt.demo predict --model checkpoints/demo/merged --output-dir checkpoints/demo/predictions
-        a text answer, an image, a sound, a video, and an answer about an input image
-    python -m nextgpt.demo report checkpoints/demo
-        where everything is, and each stage's losses at the start and at the end (from TensorBoard)
+    prepare   tiny models (if missing), the synthetic dataset, every caption embedding the catalog needs
+    predict   a text answer, an image, a sound, a video, and an answer about an input image
+    report    where everything is, and each stage's losses at the start and at the end (from TensorBoard)
+
+Every data path comes from the dataset catalog (`nextgpt/dataset/catalog.py`), like the synthetic dataset's.
 """
 from __future__ import annotations
 
-import argparse
+import json
 import logging
-import sys
 from pathlib import Path
 
-from .constants import MODALITIES
+from nextgpt.constants import MODALITIES
+from nextgpt.dataset.catalog import CATALOG
 
 logger = logging.getLogger(__name__)
-
-DECODER_FOLDERS = {"image": "sd", "video": "zeroscope", "audio": "audioldm"}
 
 
 def precompute_catalog_embeddings(data_root: str | Path, decoders: dict[str, str | Path],
                                   names: list[str] | None = None) -> int:
     """Caption embeddings of every catalog dataset (or of `names`) that has an embedding folder and whose JSON
     exists under `data_root`, with each modality's decoder. Returns how many files were written."""
-    from .dataset.mixture import resolve_params
-    from .dataset.catalog import CATALOG
-    from .dataset.embeddings import precompute_caption_embeddings, read_json_list
-    from .model.multimodal_decoder import load_decoder
+    from nextgpt.dataset.embeddings import precompute_caption_embeddings, read_json_list
+    from nextgpt.dataset.mixture import resolve_params
+    from nextgpt.model.multimodal_decoder import load_decoder
 
     loaded = {}
     written = 0
@@ -49,38 +45,53 @@ def precompute_catalog_embeddings(data_root: str | Path, decoders: dict[str, str
 
 
 def prepare(models: Path, data: Path, seed: int = 0) -> None:
-    from .dataset.synthetic import generate
-    from .tiny import build_tiny_models
+    from .decoders import TINY_DECODER_DIRS
+    from .models import build_tiny_models
+    from .synthetic_data import generate
 
     if not (models / "llm" / "config.json").is_file():
         logger.info("building the tiny models in %s", models)
         build_tiny_models(models, seed=seed)
     logger.info("writing the synthetic dataset to %s", data)
     generate(data, seed=seed)
-    written = precompute_catalog_embeddings(data, {m: models / f for m, f in DECODER_FOLDERS.items()})
+    written = precompute_catalog_embeddings(data, {m: models / f for m, f in TINY_DECODER_DIRS.items()})
     logger.info("caption embeddings: %d written", written)
 
 
-# The demo's requests: the first request of each synthetic instruction set (the distribution the tiny model was
-# tuned on), and a question about an input image.
-DEMO_REQUESTS = [
-    ("text", "IT_data/T+X-T_data/alpaca/preprocessed_alpaca.json"),
-    ("image", "IT_data/T-T+X_data/image_instruction_tuning.json"),
-    ("audio", "IT_data/T-T+X_data/audio_instruction_tuning.json"),
-    ("video", "IT_data/T-T+X_data/video_instruction_tuning.json"),
-    ("image_question", "IT_data/T+X-T_data/llava/preprocessed_llava.json"),
-]
+# The demo's requests (name -> catalog entry): the first request of each synthetic instruction set (the
+# distribution the tiny model was tuned on), and a question about an input image.
+DEMO_REQUESTS = {
+    "text": "alpaca_instruction",
+    "image": "image_instruction",
+    "audio": "audio_instruction",
+    "video": "video_instruction",
+    "image_question": "llava_instruction",
+}
+# The sets `answer_check` asks from (name -> catalog entry).
+CHECK_SETS = {
+    "image": "image_instruction",
+    "video": "video_instruction",
+    "audio": "audio_instruction",
+    "text": "alpaca_instruction",
+}
+
+
+def _records(data: Path, entry: str) -> tuple[list[dict], dict]:
+    """The records of catalog entry `entry` under the data root `data`, and the entry's resolved paths."""
+    from nextgpt.dataset.mixture import resolve_params
+
+    params = resolve_params(CATALOG[entry].params, data)
+    return json.loads(Path(params["data_path"]).read_text()), params
 
 
 def demo_requests(data: Path) -> list[tuple[str, str, list[Path]]]:
     """(name, prompt, input images) of the demo's requests, read from the synthetic dataset."""
-    import json
-
     out = []
-    for name, path in DEMO_REQUESTS:
-        record = json.loads((data / path).read_text())[0]
+    for name, entry in DEMO_REQUESTS.items():
+        records, params = _records(data, entry)
+        record = records[0]
         prompt = record["conversations"][0]["value"]
-        images = [data / Path(path).parent / "images" / n for n in record.get("input_image", [])]
+        images = [params["image_folder"] / n for n in record.get("input_image", [])]
         out.append((name, prompt, images))
     return out
 
@@ -88,16 +99,10 @@ def demo_requests(data: Path) -> list[tuple[str, str, list[Path]]]:
 def answer_check(generator, data: Path, per_set: int = 8) -> dict[str, tuple[int, int]]:
     """How often the model, unforced, answers the first `per_set` requests of each instruction set as trained:
     {set: (answers with the requested output, or without any output for text requests; requests asked)}."""
-    import json
-
-    checks = {"image": "IT_data/T-T+X_data/image_instruction_tuning.json",
-              "video": "IT_data/T-T+X_data/video_instruction_tuning.json",
-              "audio": "IT_data/T-T+X_data/audio_instruction_tuning.json",
-              "text": "IT_data/T+X-T_data/alpaca/preprocessed_alpaca.json"}
     fast = {"image_steps": 1, "video_steps": 1, "audio_steps": 1}  # only which outputs appear matters here
     out = {}
-    for name, path in checks.items():
-        records = json.loads((data / path).read_text())[:per_set]
+    for name, entry in CHECK_SETS.items():
+        records = _records(data, entry)[0][:per_set]
         good = 0
         for record in records:
             result = generator.generate(record["conversations"][0]["value"], **fast)
@@ -110,9 +115,7 @@ def answer_check(generator, data: Path, per_set: int = 8) -> dict[str, tuple[int
 def predict(model: Path, outdir: Path, data: Path) -> list[dict]:
     """Run the demo's requests on a trained model; each request's files go to `outdir/<name>/`. A generation
     request the model answers without its modality is reported, then asked again with that output forced."""
-    import json
-
-    from .inference import NextGPTGenerator, write_result
+    from nextgpt.generation import NextGPTGenerator, write_result
 
     generator = NextGPTGenerator.from_pretrained(model)
     results = []
@@ -175,35 +178,8 @@ def report(root: Path) -> int:
             lines += [f"      {p.relative_to(root / extra)}" for p in sorted((root / extra).rglob("*"))
                       if extra == "predictions" and p.is_file()]
     if flat_denoising:
-        lines.append("note: a frozen RANDOM tiny decoder barely uses its conditioning, so a denoising loss can stay flat"
-                     " in the demo (measured in docs/performance.md); real, trained decoders do use it")
+        lines.append("note: a frozen RANDOM tiny decoder barely uses its conditioning, so a denoising loss can stay"
+                     " flat in the demo (measured in docs/performance.md); real, trained decoders do use it")
     print("\n".join(lines))
     return 1 if failed else 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("prepare")
-    p.add_argument("--models", type=Path, default=Path("checkpoints/tiny"))
-    p.add_argument("--data", type=Path, default=Path("data/synthetic"))
-    p.add_argument("--seed", type=int, default=0)
-    q = sub.add_parser("predict")
-    q.add_argument("--model", type=Path, default=Path("checkpoints/demo/merged"))
-    q.add_argument("--output-dir", type=Path, default=Path("checkpoints/demo/predictions"))
-    q.add_argument("--data", type=Path, default=Path("data/synthetic"))
-    r = sub.add_parser("report")
-    r.add_argument("root", type=Path, nargs="?", default=Path("checkpoints/demo"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.command == "prepare":
-        prepare(args.models, args.data, args.seed)
-        return 0
-    if args.command == "predict":
-        predict(args.model, args.output_dir, args.data)
-        return 0
-    return report(args.root)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

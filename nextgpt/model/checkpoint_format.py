@@ -1,0 +1,131 @@
+"""The trained-checkpoint format: one writer, one strict key check, config reading with path handling.
+
+A checkpoint directory (what training, the reference-checkpoint converter and the LoRA merge write; what
+`NextGPTModel.from_pretrained`, predict.py and the merge read):
+
+    model.safetensors   trained tensors: input_projector.*, output_projectors.{image,video,audio}.*,
+                        signal_rows.embed, signal_rows.lm_head; metadata: format tag, signal-token strings
+    adapter/            the LoRA adapter in peft's format (adapter_config.json, adapter_model.safetensors)
+    config.yaml         the resolved config; model paths that exist locally are written absolute
+    tokenizer files     the tokenizer with the signal tokens registered
+
+Frozen parts (LLM base, ImageBind, decoders) are referenced by path, never copied.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..config import Config, config_from_dict
+from ..errors import CheckpointError
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.yaml"
+ADAPTER_DIR = "adapter"
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+FORMAT_TAG = "nextgpt-trained-weights"
+
+#: The config keys under `model` that hold paths (or hub ids) of frozen parts.
+_PATH_KEYS = (("llm",), ("encoder", "checkpoint"), ("image", "decoder"), ("video", "decoder"),
+              ("audio", "decoder"))
+
+
+def _get(obj: Any, keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        obj = getattr(obj, k)
+    return obj
+
+
+def _set(obj: Any, keys: tuple[str, ...], value: Any) -> None:
+    for k in keys[:-1]:
+        obj = getattr(obj, k)
+    setattr(obj, keys[-1], value)
+
+
+def absolutize_paths(config: Config) -> Config:
+    """A copy of `config` whose model paths that exist locally are absolute (so the checkpoint can be used
+    from any working directory); hub ids and missing paths are kept as written."""
+    saved = config_from_dict(config.to_dict(), "resolved config")
+    for keys in _PATH_KEYS:
+        value = _get(saved.model, keys)
+        if value and Path(value).exists():
+            _set(saved.model, keys, str(Path(value).resolve()))
+    return saved
+
+
+def read_checkpoint_config(path: str | Path) -> Config:
+    """The config saved in a checkpoint directory; relative model paths resolve against that directory first."""
+    path = Path(path)
+    cfg_file = path / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{path}: no {CONFIG_NAME}; is this a NExT-GPT checkpoint directory?")
+    config = config_from_dict(yaml.safe_load(cfg_file.read_text()) or {}, str(cfg_file))
+    for keys in _PATH_KEYS:
+        value = _get(config.model, keys)
+        if value and not Path(value).is_absolute() and (path / value).exists():
+            _set(config.model, keys, str((path / value).resolve()))
+    return config
+
+
+def check_state_dict(expected: dict[str, Any], found: dict[str, Any], source: str) -> None:
+    """Strict loading, the one rule every loader uses: every expected key found, every found key expected, shapes
+    equal. Values are tensors or shapes. Raises CheckpointError listing them (full lists in `.missing`,
+    `.unexpected`, `.misshaped`)."""
+    def shape(v: Any) -> tuple[int, ...]:
+        return tuple(v.shape) if hasattr(v, "shape") else tuple(v)
+
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    misshaped = sorted(f"{k}: expected {shape(expected[k])}, found {shape(found[k])}"
+                       for k in set(expected) & set(found) if shape(expected[k]) != shape(found[k]))
+    if missing or unexpected or misshaped:
+        lines = [f"{source} does not match the model:"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                shown = items[:20] + ([f"… and {len(items) - 20} more"] if len(items) > 20 else [])
+                lines.append(f"  {title} keys ({len(items)}): " + ", ".join(shown))
+        error = CheckpointError("\n".join(lines))
+        error.missing, error.unexpected, error.misshaped = missing, unexpected, misshaped
+        raise error
+
+
+def write_trained_checkpoint(outdir: str | Path, config: Config, state: dict[str, torch.Tensor], tokenizer,
+                             signal_tokens: list[str], *, adapter: tuple[Any, dict[str, torch.Tensor]] | None = None,
+                             metadata: dict[str, str] | None = None,
+                             model_overrides: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint directory (layout in the module docstring); returns `outdir`.
+
+    `adapter`: (peft LoraConfig, adapter tensors in peft's saved key format), or None for no adapter (a stale
+    `adapter/` left in `outdir` is removed: `from_pretrained` would attach it). `metadata`: extra safetensors
+    metadata (e.g. where the weights came from). `model_overrides`: `model.*` values written into the saved
+    config after the paths were made absolute (e.g. `{"llm": "llm"}` for a merged LLM inside the directory).
+    """
+    from safetensors.torch import save_file
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT_TAG, "signal_tokens": json.dumps(list(signal_tokens)), **(metadata or {})}
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(outdir / WEIGHTS_NAME), metadata=meta)
+    adapter_dir = outdir / ADAPTER_DIR
+    if adapter_dir.exists():
+        shutil.rmtree(adapter_dir)
+    if adapter is not None:
+        peft_config, adapter_state = adapter
+        peft_config = copy.deepcopy(peft_config)
+        peft_config.inference_mode = True
+        adapter_dir.mkdir()
+        peft_config.save_pretrained(str(adapter_dir))
+        save_file({k: v.detach().contiguous() for k, v in adapter_state.items()},
+                  str(adapter_dir / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+    saved = absolutize_paths(config)
+    for key, value in (model_overrides or {}).items():
+        setattr(saved.model, key, value)
+    (outdir / CONFIG_NAME).write_text(saved.to_yaml())
+    tokenizer.save_pretrained(str(outdir))
+    return outdir
