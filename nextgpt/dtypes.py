@@ -22,10 +22,3 @@ def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
         raise ConfigError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES) + sorted(_ALIASES)}")
     return DTYPES[key]
 
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """The canonical name of a torch dtype (the inverse of `as_dtype`)."""
-    for name, value in DTYPES.items():
-        if value == dtype:
-            return name
-    raise ConfigError(f"unsupported dtype {dtype}; expected one of {sorted(DTYPES)}")

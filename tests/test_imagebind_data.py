@@ -1,4 +1,5 @@
-"""ImageBind loaders: bit-exact against the reference fixtures, clip/frame bookkeeping, bad and short media."""
+"""ImageBind loaders against the reference fixtures (bit-exact, audio within a stated tolerance), clip/frame
+bookkeeping, bad and short media."""
 from __future__ import annotations
 
 import hashlib
@@ -25,6 +26,16 @@ from nextgpt.model.multimodal_encoder.imagebind import (
     preprocess,
 )
 from nextgpt.model.multimodal_encoder.imagebind.data import AUDIO_MEAN, AUDIO_STD, clip_frame_indices
+
+
+# Log-mel of nearly empty mel bins amplifies the summation-order noise of the FFT / fbank kernels, which differ
+# between CPUs: the fixtures (made on another machine) are matched to 5e-4 after normalisation here (measured: up
+# to 2.3e-4 on one x86 CPU, 0 on another). The in-place DC quirk shifts later clips by far more than that.
+AUDIO_ATOL = 5e-4
+
+
+def assert_audio_matches(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    torch.testing.assert_close(actual, expected, rtol=0, atol=AUDIO_ATOL)
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +87,11 @@ def test_pad_mode_bit_exact(ref):
         load_and_transform_vision_data([ref["media"]["bird_image.jpg"]], "cpu", aspect_ratio="stretch")
 
 
-def test_audio_bit_exact_including_inplace_dc_quirk(ref):
+def test_audio_matches_reference_including_inplace_dc_quirk(ref):
     paths = [ref["media"][n] for n in ref["order"]["wavs"]]
     x = load_and_transform_audio_data(paths, "cpu")
     assert x.shape == (len(paths), 3, 1, 128, 204) and x.dtype == torch.float32
-    assert torch.equal(x, ref["pp"]["audio_pixel_values"])
+    assert_audio_matches(x, ref["pp"]["audio_pixel_values"])
 
 
 def test_audio_clip_sample_ranges(ref):
@@ -164,7 +175,7 @@ def test_preprocess_dispatch(ref):
     assert torch.equal(preprocess([img], "image"), ref["pp"]["vision_pixel_values"][:1])
     assert preprocess(["a dog"], "text").shape == (1, 77)
     wav = ref["media"][ref["order"]["wavs"][0]]
-    assert torch.equal(preprocess([wav], "audio"), ref["pp"]["audio_pixel_values"][:1])
+    assert_audio_matches(preprocess([wav], "audio"), ref["pp"]["audio_pixel_values"][:1])
     with pytest.raises(ConfigError, match="unknown modality"):
         preprocess([img], "depth")
 
@@ -296,8 +307,8 @@ def test_stereo_audio_uses_channel_zero_for_fbank_and_both_for_the_mean(tmp_path
     same = tmp_path / "same.wav"
     shutil.copy(src, same)
     a, b = load_and_transform_audio_data([same, swapped], "cpu")
-    assert torch.equal(a, ref["pp"]["audio_pixel_values"][0])
-    assert not torch.equal(a, b)
+    assert_audio_matches(a, ref["pp"]["audio_pixel_values"][0])
+    assert (a - b).abs().max() > 100 * AUDIO_ATOL
 
 
 def test_video_loader_independent_of_decord_bridge(ref, videos):

@@ -23,16 +23,16 @@ import torch
 
 from ..config import Config
 from ..constants import MODALITIES
+from ..dataset.collator import model_inputs
+from ..dtypes import as_dtype
 from ..errors import CheckpointError, ConfigError
 from ..model.modeling import build_model
+from ..stages import apply_stage_preset, stage_preset
 from . import checkpoint as ckpt
 from .optim import build_optimizer, deepspeed_config, lr_lambda, parameter_groups
-from ..stages import apply_stage_preset, stage_preset
-from ..dataset.collator import model_inputs
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 # ----------------------------------------------------------------------------------------- distributed
@@ -160,7 +160,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
             torch.backends.cuda.matmul.allow_tf32 = True  # the reference's --tf32
             torch.backends.cudnn.allow_tf32 = True
-        self.dtype = DTYPES[t.precision]
+        self.dtype = as_dtype(t.precision)
         self.output_dir = Path(t.output_dir)
         seed_everything(t.seed)
 
