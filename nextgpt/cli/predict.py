@@ -135,14 +135,14 @@ def _run(args: argparse.Namespace, options: dict) -> int:
 def _check_inputs(model_dir: str, given: dict[str, list[str]]) -> None:
     """Fail on a missing checkpoint or an unreadable input file before the (slow) model load."""
     from nextgpt.model.checkpoint_format import read_checkpoint_config
-    from nextgpt.model.multimodal_encoder.imagebind.data import preprocess
+    from nextgpt.model.multimodal_encoder.factory import preprocess_media
 
     if not Path(model_dir).is_dir():
         raise NextGPTError(f"{model_dir}: checkpoint directory not found")
-    aspect = read_checkpoint_config(Path(model_dir)).data.image_aspect_ratio
+    config = read_checkpoint_config(Path(model_dir))
     for m, files in given.items():
         if files:
-            preprocess(files, m, aspect_ratio=aspect)
+            preprocess_media(files, m, config.data.image_aspect_ratio, config.model.encoder.kind)
 
 
 def _script_then_input(lines: list[str]):

@@ -86,10 +86,10 @@ class NextGPTGenerator:
     # ------------------------------------------------------------------------------------- prompt
 
     def preprocess(self, modality: str, items: Sequence[MediaItem]) -> torch.Tensor:
-        """Media files → the encoder's input tensor (ImageBind preprocessing; MediaError names a bad file)."""
-        from ..model.multimodal_encoder.imagebind.data import preprocess
+        """Media files → the encoder's input tensor (its kind's preprocessing; MediaError names a bad file)."""
+        from ..model.multimodal_encoder.factory import preprocess_media
 
-        return preprocess(list(items), modality, aspect_ratio=self.image_aspect_ratio)
+        return preprocess_media(items, modality, self.image_aspect_ratio, self.model.config.encoder.kind)
 
     @torch.inference_mode()
     def encode(self, modality: str, inputs: torch.Tensor) -> list[torch.Tensor]:

@@ -37,7 +37,7 @@ from .language_model import (
 )
 from .losses import caption_alignment_loss
 from .multimodal_decoder import LazyDecoders
-from .multimodal_encoder.encoder import MultimodalEncoder, build_multimodal_encoder
+from .multimodal_encoder.factory import build_encoder
 from .multimodal_projector import build_input_projector, build_output_projector
 from .splice import SplicedBatch, splice_multimodal
 
@@ -54,7 +54,7 @@ class NextGPTOutput:
 class NextGPTModel(nn.Module):
     """NExT-GPT as one module. Use `build_model` or `NextGPTModel.from_pretrained` to create it."""
 
-    def __init__(self, config: ModelConfig, llm: nn.Module, tokenizer, encoder: MultimodalEncoder,
+    def __init__(self, config: ModelConfig, llm: nn.Module, tokenizer, encoder: nn.Module,
                  input_projector: nn.Module, output_projectors: nn.ModuleDict, decoders: LazyDecoders,
                  signal: SignalVocab, signal_token_ids: list[int], losses: LossConfig | None = None):
         super().__init__()
@@ -74,7 +74,8 @@ class NextGPTModel(nn.Module):
     # ------------------------------------------------------------------------------------------ pieces
 
     @property
-    def encoder(self) -> MultimodalEncoder:
+    def encoder(self) -> nn.Module:
+        """The frozen encoder: `MultimodalEncoder` (ImageBind) or `Blip2Encoder`."""
         return self._frozen["encoder"]
 
     def _apply(self, fn, recurse: bool = True):
@@ -121,6 +122,8 @@ class NextGPTModel(nn.Module):
         if self.config.encoder.output == "pooled":
             return 1
         kind = self.config.input_projector.kind
+        if self.config.encoder.kind == "blip2" and kind in ("linear", "mlp"):
+            return self.encoder.num_query_tokens
         if kind == "group":
             return self.config.input_projector.num_output_groups[-1]
         if kind == "qformer":
@@ -377,8 +380,7 @@ def build_model(config: ModelConfig, losses: LossConfig | None = None, dtype: to
     llm.config.use_cache = False
     signal, token_ids = register_signal_tokens(tokenizer, llm, config.signal_layout, counts)
     install_signal_rows(llm, token_ids)
-    encoder = build_multimodal_encoder(config.encoder.checkpoint, config.encoder.arch, config.encoder.output,
-                                       dtype=dtype, device=device)
+    encoder = build_encoder(config.encoder, dtype=dtype, device=device)
     input_projector, outputs = build_projectors(config, encoder.hidden_size, llm.config.hidden_size)
     output_projectors = nn.ModuleDict(outputs)
     decoders = LazyDecoders({m: config.output(m).decoder for m in MODALITIES}, dtype=dtype, device=device)

@@ -13,7 +13,7 @@ from ...config import Config, LoraAdapterConfig
 from ...constants import MODALITIES
 from ...dtypes import DTYPES
 from ...errors import CheckpointError, ConfigError
-from ...stages import STAGE_PRESETS
+from ...stages import stage_preset
 from ..checkpoint_format import ADAPTER_DIR, ADAPTER_WEIGHTS_NAME, WEIGHTS_NAME, write_trained_checkpoint
 from ..modeling import NextGPTModel, check_model_config
 from ..language_model import load_tokenizer, peft_lora_config, register_signal_tokens
@@ -32,11 +32,11 @@ _UNSUPPORTED_ADAPTER = ("use_rslora", "use_dora", "modules_to_save", "layers_to_
                         "alpha_pattern", "trainable_token_indices")
 
 
-def _needed_groups(stage: int) -> set[str]:
+def _needed_groups(stage: int, recipe: str = "nextgpt") -> set[str]:
     """The groups trained in this stage or an earlier one: a checkpoint of this stage must carry them."""
     needed: set[str] = set()
     for s in range(1, stage + 1):
-        needed.update(STAGE_PRESETS[s].groups())
+        needed.update(stage_preset(s, recipe).groups())
     needed.discard("signal_rows")  # absent rows start at the mean (reported), never an error
     return needed
 
@@ -213,7 +213,7 @@ def convert_checkpoint(fmt: str, sources: list[str | Path], config: Config, outp
             report.left_over.append(f"{entry.origin} ({target[1]})")
 
     # ---- projectors: strict against the model's expected shapes
-    needed = _needed_groups(config.train.stage)
+    needed = _needed_groups(config.train.stage, config.train.recipe)
     for key, entry in params.items():
         if key not in expected:
             report.left_over.append(f"{entry.origin} (maps to {key}, which the configured model does not have)")
