@@ -60,6 +60,8 @@ class Conversation:
     offset: int = 0
     # LEGACY wraps every input placeholder of a human turn, e.g. "<Img><image></Img>".
     media_wrap: tuple[str, str] | None = None
+    # What follows a placeholder put in front of a user message that has none (MiniGPT-4's chat: a space).
+    media_joiner: str = "\n"
 
     def copy(self) -> "Conversation":
         return copy.deepcopy(self)
@@ -193,7 +195,7 @@ _legacy = Conversation("", ("Human", "Assistant"), SepStyle.LEGACY, "###", None,
                        media_wrap=(LEGACY_MEDIA_START, LEGACY_MEDIA_END))
 # MiniGPT-4 (stage 2 and chat): no system text in training, an image as "<Img><ImageHere></Img>" (our <image>).
 _minigpt4 = Conversation("", ("Human", "Assistant"), SepStyle.MINIGPT4, "###", None, "minigpt4",
-                         media_wrap=(LEGACY_MEDIA_START, LEGACY_MEDIA_END))
+                         media_wrap=(LEGACY_MEDIA_START, LEGACY_MEDIA_END), media_joiner=" ")
 
 TEMPLATES: dict[str, Conversation] = {
     "v1": _vicuna_v1,

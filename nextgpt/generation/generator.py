@@ -12,7 +12,7 @@ import torch
 
 from ..config import GenerateConfig
 from ..constants import MODALITIES, PLACEHOLDER_TOKEN
-from ..conversation import tokenize_conversation
+from ..conversation import get_template, tokenize_conversation
 from ..errors import DataError, NextGPTError
 from .forcing import DecodeRow, allowed_starts, as_force, check_force, pending, sample, stop_strings
 from .types import (
@@ -108,7 +108,7 @@ class NextGPTGenerator:
             n_marks = text.count(PLACEHOLDER_TOKEN[modality])
             n_items = len(given[modality])
             if n_marks == 0:
-                prefix += (PLACEHOLDER_TOKEN[modality] + "\n") * n_items
+                prefix += (PLACEHOLDER_TOKEN[modality] + get_template(self.template).media_joiner) * n_items
             elif n_marks != n_items:
                 raise DataError(f"the prompt has {n_marks} {PLACEHOLDER_TOKEN[modality]} placeholder(s) but "
                                 f"{n_items} {modality} file(s) were given")
