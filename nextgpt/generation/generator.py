@@ -67,8 +67,9 @@ class NextGPTGenerator:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                        offload: bool = False) -> "NextGPTGenerator":
-        """Load a checkpoint directory (training output, merged or converted) with its `generate` defaults."""
+                        offload: bool = False, quantization: str | None = None) -> "NextGPTGenerator":
+        """Load a checkpoint directory (training output, merged or converted) with its `generate` defaults;
+        `quantization` "8bit" / "4bit" loads the LLM through bitsandbytes (CUDA only)."""
         from ..model.checkpoint_format import read_checkpoint_config
         from ..model.modeling import NextGPTModel
 
@@ -76,7 +77,7 @@ class NextGPTGenerator:
         if not path.is_dir():
             raise NextGPTError(f"{path}: checkpoint directory not found")
         config = read_checkpoint_config(path)
-        model = NextGPTModel.from_pretrained(path, dtype=dtype, device=device)
+        model = NextGPTModel.from_pretrained(path, dtype=dtype, device=device, quantization=quantization)
         return cls(model, config.generate, image_aspect_ratio=config.data.image_aspect_ratio, offload=offload)
 
     @property

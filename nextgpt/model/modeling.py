@@ -277,14 +277,14 @@ class NextGPTModel(nn.Module):
                                         self.tokenizer, signal_tokens, adapter=adapter)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"
-                        ) -> "NextGPTModel":
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                        quantization: str | None = None) -> "NextGPTModel":
         """Load a training output (or merged / converted) directory: build from its config, load its weights
-        strictly, attach its LoRA adapter if there is one."""
+        strictly, attach its LoRA adapter if there is one. `quantization`: see `build_model`."""
         path = Path(path)
         config = read_checkpoint_config(path)
         model = build_model(config.model, losses=config.train.losses, dtype=dtype, device=device,
-                            tokenizer_path=path)
+                            tokenizer_path=path, quantization=quantization)
         model.load_checkpoint_weights(path)
         return model
 
@@ -370,13 +370,15 @@ def build_projectors(config: ModelConfig, encoder_dim: int, hidden: int) -> tupl
 
 
 def build_model(config: ModelConfig, losses: LossConfig | None = None, dtype: torch.dtype = torch.float32,
-                device: str | torch.device = "cpu", tokenizer_path: str | Path | None = None) -> NextGPTModel:
+                device: str | torch.device = "cpu", tokenizer_path: str | Path | None = None,
+                quantization: str | None = None) -> NextGPTModel:
     """Build the full model from a config: LLM + tokenizer (signal tokens registered), frozen encoder, fresh
-    projectors, lazily loaded decoders. `tokenizer_path` takes the tokenizer from a checkpoint instead of the LLM."""
+    projectors, lazily loaded decoders. `tokenizer_path` takes the tokenizer from a checkpoint instead of the LLM;
+    `quantization` ("8bit" / "4bit", inference on a CUDA device) loads the LLM's linear layers via bitsandbytes."""
     check_model_config(config)
     counts = {m: config.output(m).signal_tokens for m in MODALITIES}
     tokenizer = load_tokenizer(tokenizer_path or config.llm, config.max_length)
-    llm = load_llm(config.llm, dtype=dtype, device=device)
+    llm = load_llm(config.llm, dtype=dtype, device=device, quantization=quantization)
     llm.config.use_cache = False
     signal, token_ids = register_signal_tokens(tokenizer, llm, config.signal_layout, counts)
     install_signal_rows(llm, token_ids)
