@@ -76,6 +76,18 @@ def test_blip2_loading_is_strict(tiny_blip2, tmp_path, change, message):
         build_blip2_encoder(str(tmp_path))
 
 
+def test_blip2_source_errors_are_clear(tmp_path, monkeypatch):
+    from nextgpt.model.multimodal_encoder.blip2 import build_blip2_encoder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match="no-such-org/no-such-blip2: cannot fetch"):
+        build_blip2_encoder("no-such-org/no-such-blip2")
+    with pytest.raises(CheckpointError, match="folder not found"):
+        build_blip2_encoder(str(tmp_path / "missing" / "dir"))
+    with pytest.raises(CheckpointError, match="no config.json"):
+        build_blip2_encoder(str(tmp_path))
+
+
 def test_blip2_preprocessing_is_blip2s_eval_processor(tmp_path):
     from torchvision import transforms
 
@@ -167,6 +179,20 @@ def test_minigpt4_configs_and_summary_train_only_the_projection(stage):
     assert "MiniGPT-4 parameters" in format_table(summary, config)
     with pytest.raises(ConfigError, match="recipe minigpt4"):
         load_config(REPO / f"configs/minigpt4_stage_{stage}.yaml", ["train.stage=3"])
+
+
+def test_tiny_summary_reads_the_blip2_folder(tiny_llm_dir, tiny_blip2):
+    from nextgpt.model.summary import summarize
+
+    config = load_config(REPO / "configs/tiny/minigpt4_stage_2.yaml",
+                         [f"model.llm={tiny_llm_dir}", f"model.encoder.checkpoint={tiny_blip2}"])
+    summary = summarize(config)
+    from nextgpt.model.multimodal_encoder.blip2 import build_blip2_encoder
+
+    real = build_blip2_encoder(str(tiny_blip2))
+    assert summary["encoder"].params == sum(p.numel() for p in real.parameters())
+    hidden = json.loads((tiny_llm_dir / "config.json").read_text())["hidden_size"]
+    assert summary["total"].trainable == summary["input_projector"].trainable == 768 * hidden + hidden
 
 
 def test_encoder_arch_must_fit_its_kind():
