@@ -22,6 +22,7 @@ import yaml
 
 from .conversation import TEMPLATES
 from .errors import ConfigError
+from .stages import stage_preset
 
 CLI_SOURCE = "command line"
 
@@ -38,13 +39,21 @@ def _opt(default: Any = dataclasses.MISSING, *, choices: tuple | None = None, mi
 # --------------------------------------------------------------------------------------------- model
 
 
+ENCODER_ARCHS = {"imagebind": ("huge", "checkpoint"), "blip2": ("eva-vit-g", "checkpoint")}
+
+
 @dataclass
 class EncoderConfig:
-    arch: str = _opt("huge", choices=("huge", "checkpoint"),
-                     help="ImageBind architecture: huge, or checkpoint (the sizes stored in the .safetensors file)")
-    checkpoint: Optional[str] = _opt(None, help="imagebind_huge.pth or a .safetensors file; null = random init")
+    kind: str = _opt("imagebind", choices=tuple(ENCODER_ARCHS),
+                     help="imagebind (NExT-GPT) or blip2 (BLIP-2's EVA ViT-g + Q-Former, as MiniGPT-4; images only)")
+    arch: str = _opt("huge", choices=("huge", "eva-vit-g", "checkpoint"),
+                     help="imagebind: huge, or checkpoint (the sizes stored in the .safetensors file); blip2: "
+                          "eva-vit-g (BLIP-2's sizes), or checkpoint (the sizes in the folder's config.json)")
+    checkpoint: Optional[str] = _opt(None, help="imagebind: imagebind_huge.pth or a .safetensors file; blip2: a "
+                                                "transformers BLIP-2 folder or hub id; null = random init")
     output: str = _opt("tokens", choices=("tokens", "pooled"),
-                       help="tokens: every patch token (NEW); pooled: one CLS vector per item (LEGACY)")
+                       help="tokens: every patch token (NEW); pooled: one CLS vector per item (LEGACY); "
+                            "blip2: always tokens (the Q-Former's query outputs)")
 
 
 @dataclass
@@ -188,7 +197,10 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    stage: int = _opt(1, min=1, max=3, help="1 encoder alignment, 2 decoder alignment, 3 instruction tuning")
+    recipe: str = _opt("nextgpt", choices=("nextgpt", "minigpt4"),
+                       help="whose stage table (nextgpt/stages.py): what each stage trains")
+    stage: int = _opt(1, min=1, max=3, help="nextgpt: 1 encoder alignment, 2 decoder alignment, 3 instruction "
+                                            "tuning; minigpt4: 1 pretraining, 2 fine-tuning")
     output_dir: str = _opt("checkpoints/stage_1")
     init_from: Optional[str] = _opt(None, help="previous stage's output directory")
     resume: str = _opt("auto", help="auto (latest complete checkpoint if any), never, or a checkpoint path")
@@ -210,7 +222,10 @@ class TrainConfig:
     adam_eps: float = _opt(1e-8, min=0.0)
     scheduler: str = _opt("cosine", choices=("cosine", "linear", "constant"))
     warmup_ratio: float = _opt(0.03, min=0.0, max=1.0)
-    min_warmup_steps: int = _opt(0, min=0, help="LEGACY: max(10, 10% of steps)")
+    min_warmup_steps: int = _opt(0, min=0, help="warmup steps at least (LEGACY: 10; MiniGPT-4: its warmup_steps)")
+    min_lr_ratio: float = _opt(0.0, min=0.0, max=1.0,
+                               help="cosine / linear decay ends at this fraction of each group's rate (MiniGPT-4's "
+                                    "min_lr / init_lr)")
     max_grad_norm: float = _opt(1.0, min=0.0, help="0 disables clipping")
     gradient_checkpointing: bool = _opt(True)
     save_steps: int = _opt(1000, min=1)
@@ -443,3 +458,10 @@ def check_config(config: Config) -> None:
     """Cross-field checks that a single key's type/range cannot express."""
     if config.train.offload_optimizer and config.train.zero_stage == 0:
         raise ConfigError("train.offload_optimizer needs ZeRO stage 1-3, but train.zero_stage is 0")
+    enc = config.model.encoder
+    if enc.arch not in ENCODER_ARCHS[enc.kind]:
+        raise ConfigError(f"model.encoder.arch={enc.arch!r} is not a {enc.kind} architecture; expected one of "
+                          f"{list(ENCODER_ARCHS[enc.kind])}")
+    if enc.kind == "blip2" and enc.output != "tokens":
+        raise ConfigError("model.encoder.output must be tokens for the blip2 encoder (its Q-Former's query outputs)")
+    stage_preset(config.train.stage, config.train.recipe)

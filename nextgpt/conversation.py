@@ -40,6 +40,7 @@ class SepStyle(Enum):
     PLAIN = auto()
     LLAMA_2 = auto()
     LEGACY = auto()  # NExT-GPT 2023: "### Human: …\n### Assistant: …\n###"
+    MINIGPT4 = auto()  # MiniGPT-4: "###Human: … ###Assistant: …###"
 
 
 Segment = tuple[str, bool]  # (text, supervised)
@@ -59,6 +60,8 @@ class Conversation:
     offset: int = 0
     # LEGACY wraps every input placeholder of a human turn, e.g. "<Img><image></Img>".
     media_wrap: tuple[str, str] | None = None
+    # What follows a placeholder put in front of a user message that has none (MiniGPT-4's chat: a space).
+    media_joiner: str = "\n"
 
     def copy(self) -> "Conversation":
         return copy.deepcopy(self)
@@ -100,6 +103,19 @@ class Conversation:
                 else:
                     add(f"### {role}: ")
                     add(f"{message}\n###", True)
+            return out
+
+        if style is SepStyle.MINIGPT4:
+            # MiniGPT-4's prompt_template "###Human: {} ###Assistant: " and end_sym "###"; a later question follows
+            # the "###" that closed the previous answer (its demo's single-separator layout).
+            for i, (role, message) in enumerate(self.messages):
+                if i % 2 == 0:
+                    add(("" if i else self.sep) + f"{role}: {message} ")
+                elif message is None:
+                    add(f"{self.sep}{role}:")
+                else:
+                    add(f"{self.sep}{role}: ")
+                    add(message + self.sep, True)
             return out
 
         add(self.system + (seps[0] if style in (SepStyle.SINGLE, SepStyle.TWO, SepStyle.MPT) else ""))
@@ -177,6 +193,9 @@ _mpt = Conversation("<|im_start|>system\nA conversation between a user and an LL
 _plain = Conversation("", ("", ""), SepStyle.PLAIN, "\n", "\n", "plain")
 _legacy = Conversation("", ("Human", "Assistant"), SepStyle.LEGACY, "###", None, "legacy",
                        media_wrap=(LEGACY_MEDIA_START, LEGACY_MEDIA_END))
+# MiniGPT-4 (stage 2 and chat): no system text in training, an image as "<Img><ImageHere></Img>" (our <image>).
+_minigpt4 = Conversation("", ("Human", "Assistant"), SepStyle.MINIGPT4, "###", None, "minigpt4",
+                         media_wrap=(LEGACY_MEDIA_START, LEGACY_MEDIA_END), media_joiner=" ")
 
 TEMPLATES: dict[str, Conversation] = {
     "v1": _vicuna_v1,
@@ -193,6 +212,7 @@ TEMPLATES: dict[str, Conversation] = {
     "plain": _plain,
     "v0_plain": _plain,
     "legacy": _legacy,
+    "minigpt4": _minigpt4,
 }
 
 

@@ -1,10 +1,15 @@
-"""Which parameters train in each stage: the one table (spec §5, with its fixes).
+"""Which parameters train in each stage: the one table per recipe (`train.recipe`).
+
+NExT-GPT (spec §5, with its fixes):
 
 | stage | input projector | output projectors | signal-token rows | LoRA |
 |-------|-----------------|-------------------|-------------------|------|
 | 1     | yes             | no                | no                | no   |
 | 2     | no              | all three         | yes               | no   |
 | 3     | yes             | all three         | yes               | yes  |
+
+MiniGPT-4 (Zhu et al. 2023): both stages train only the projection (`llama_proj`, our linear input projector);
+stage 1 pretrains on image-caption pairs, stage 2 fine-tunes on its conversation-format image descriptions.
 
 The table holds for both layouts. What the reference trains instead:
 - NEW stage 1 and 2 also train the *whole* embedding and LM-head matrices (§12.34); stage 2 trains only the audio
@@ -41,20 +46,28 @@ STAGE_PRESETS: dict[int, StagePreset] = {
     2: StagePreset(input_projector=False, output_projectors=True, signal_rows=True, lora=False),
     3: StagePreset(input_projector=True, output_projectors=True, signal_rows=True, lora=True),
 }
+_PROJECTION_ONLY = StagePreset(input_projector=True, output_projectors=False, signal_rows=False, lora=False)
+RECIPES: dict[str, dict[int, StagePreset]] = {
+    "nextgpt": STAGE_PRESETS,
+    "minigpt4": {1: _PROJECTION_ONLY, 2: _PROJECTION_ONLY},
+}
 
 
-def stage_preset(stage: int) -> StagePreset:
-    if stage not in STAGE_PRESETS:
-        raise ConfigError(f"train.stage must be one of {sorted(STAGE_PRESETS)}, got {stage}")
-    return STAGE_PRESETS[stage]
+def stage_preset(stage: int, recipe: str = "nextgpt") -> StagePreset:
+    if recipe not in RECIPES:
+        raise ConfigError(f"train.recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
+    table = RECIPES[recipe]
+    if stage not in table:
+        raise ConfigError(f"train.stage must be one of {sorted(table)} for recipe {recipe}, got {stage}")
+    return table[stage]
 
 
-def apply_stage_preset(model, stage: int) -> dict[str, list]:
+def apply_stage_preset(model, stage: int, recipe: str = "nextgpt") -> dict[str, list]:
     """Freeze everything, then unfreeze the stage's groups. Returns the trainable groups {name: params}.
 
     LoRA must already be attached (`model.enable_lora`) when the stage trains it.
     """
-    preset = stage_preset(stage)
+    preset = stage_preset(stage, recipe)
     groups = model.parameter_groups()
     if preset.lora and not groups["lora"]:
         raise ConfigError(f"stage {stage} trains LoRA, but the model has no LoRA adapter attached")

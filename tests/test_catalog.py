@@ -8,6 +8,7 @@ import pytest
 
 from nextgpt.dataset import catalog
 from nextgpt.dataset.mixture import resolve_params
+from nextgpt.dataset.caption_pairs import CaptionPairDataset
 from nextgpt.dataset.json_datasets import ConversationDataset, LegacyPairDataset
 from nextgpt.errors import ConfigError
 
@@ -60,7 +61,7 @@ def test_entries_have_their_own_folders():
 def test_every_entry_builds_its_class_signature(name):
     entry = catalog.CATALOG[name]
     cls = catalog.resolve_class(entry)
-    assert cls in (ConversationDataset, LegacyPairDataset)
+    assert cls in (ConversationDataset, LegacyPairDataset, CaptionPairDataset)
     inspect.signature(cls).bind(tokenizer=None, signal=None, options=None, name=name, **entry.params)
 
 

@@ -65,7 +65,7 @@ def test_default_set_is_small_and_fast(default_set):
         "T_X_pair_data/audiocap/audiocap_generation.json", "IT_data/T-T+X_data/image_instruction_tuning.json",
         "IT_data/T-T+X_data/video_instruction_tuning.json", "IT_data/T-T+X_data/audio_instruction_tuning.json",
         "IT_data/MosIT_data/mosit_instruction_tuning.json", "IT_data/T+X-T_data/llava/preprocessed_llava.json",
-        "IT_data/T+X-T_data/alpaca/preprocessed_alpaca.json",
+        "IT_data/T+X-T_data/alpaca/preprocessed_alpaca.json", "cc_sbu_align/filter_cap.json",
     }
     assert set(manifest["json_records"]) == expected
 
@@ -150,6 +150,12 @@ def test_every_json_follows_the_reference_schema(default_set):
         rel = path.relative_to(out).as_posix()
         data = json.loads(path.read_text(encoding="utf-8"))
         if rel == "manifest.json":
+            continue
+        if rel == "cc_sbu_align/filter_cap.json":  # MiniGPT-4's layout: {"annotations": [{image_id, caption}]}
+            notes = data["annotations"]
+            assert len(notes) == manifest["json_records"][rel] and all(set(a) == {"image_id", "caption"}
+                                                                       for a in notes)
+            assert all((out / "cc_sbu_align/image" / f"{a['image_id']}.jpg").is_file() for a in notes)
             continue
         assert isinstance(data, list) and data, rel
         assert len(data) == manifest["json_records"][rel]

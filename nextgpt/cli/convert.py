@@ -1,12 +1,12 @@
-"""Import reference NExT-GPT checkpoints into a checkpoint directory that predict.py and training load.
+"""Import reference NExT-GPT or MiniGPT-4 checkpoints into a checkpoint directory that predict.py and training load.
 
-    nextgpt convert --format new|legacy --src PATH [--src PATH ...] --config CONFIG.yaml --output OUT_DIR \
+    nextgpt convert --format new|legacy|minigpt4 --src PATH [--src PATH ...] --config CONFIG.yaml --output OUT_DIR \
         [--allow-unmatched] [--dtype keep|float32|bfloat16|float16] [--source-tokenizer DIR] [--overwrite] \
         [--verify] [section.key=value ...]
 
 NEW: mm_input_projector.bin / mm_output_projector.bin / non_lora_trainables.bin + the peft adapter; LEGACY:
-7b_tiva_v0/pytorch_model.pt. Needs the base LLM directory (model.llm). What happens to every key is written to
-OUT_DIR/conversion.json (see nextgpt/model/convert/).
+7b_tiva_v0/pytorch_model.pt; MINIGPT4: pretrained_minigpt4*.pth (llama_proj). Needs the base LLM directory
+(model.llm). What happens to every key is written to OUT_DIR/conversion.json (see nextgpt/model/convert/).
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
     python predict.py --model CHECKPOINT_DIR --prompt TEXT [--image F] [--audio F] [--video F] --output-dir DIR
     python predict.py --model CHECKPOINT_DIR --interactive --output-dir DIR
+    (--load-in-8bit / --load-in-4bit: the LLM through bitsandbytes on a CUDA GPU)
 
 Writes the generated media (PNG, 16 kHz WAV, MP4) and DIR/result.json = {"text", "images", "audios", "videos"}
 (paths relative to DIR). Generation options default to the checkpoint config's `generate` section; every one of
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model dtype (default: bfloat16 on a GPU, float32 on the CPU)")
     parser.add_argument("--offload", action="store_true",
                         help="keep the encoder and decoders on the CPU, moving each to the GPU only while it runs")
+    quant = parser.add_mutually_exclusive_group()
+    quant.add_argument("--load-in-8bit", action="store_true",
+                       help="load the LLM's linear layers in 8 bit through bitsandbytes (CUDA only; MiniGPT-4's "
+                            "low_resource mode: a 7B LLM fits a 12 GB GPU)")
+    quant.add_argument("--load-in-4bit", action="store_true",
+                       help="load the LLM's linear layers in 4 bit (NF4) through bitsandbytes (CUDA only)")
     parser.add_argument("--no-cache", action="store_true", help="decode without the KV cache (slow; for checks)")
     parser.add_argument("--verbose", action="store_true", help="log progress")
     group = parser.add_argument_group("generation options (default: the checkpoint's `generate` section)")
@@ -79,6 +86,7 @@ def _run(args: argparse.Namespace, options: dict) -> int:
     import torch
 
     from nextgpt.generation import Chat, NextGPTGenerator, resolve_options, write_result
+    from nextgpt.model.language_model import check_quantization
 
     try:
         if not args.interactive and not args.prompt:
@@ -92,11 +100,15 @@ def _run(args: argparse.Namespace, options: dict) -> int:
             raise NextGPTError(f"--device {device}: CUDA is not available on this machine")
         if args.offload and torch.device(device).type == "cpu":
             raise NextGPTError("--offload needs a GPU --device (it moves decoders from the CPU to the GPU)")
-        dtype = DTYPES[args.dtype or ("bfloat16" if torch.device(device).type == "cuda" else "float32")]
+        quantization = "8bit" if args.load_in_8bit else "4bit" if args.load_in_4bit else None
+        check_quantization(quantization, device)  # before the (slow) load: CPU / no bitsandbytes stop here
+        dtype = DTYPES[args.dtype or ("float16" if quantization == "8bit" else
+                                      "bfloat16" if torch.device(device).type == "cuda" else "float32")]
         resolve_options(None, **options)  # bad values fail before the model loads
         given = {m: getattr(args, m) for m in MODALITIES}
         _check_inputs(args.model, given)
-        generator = NextGPTGenerator.from_pretrained(args.model, device=device, dtype=dtype, offload=args.offload)
+        generator = NextGPTGenerator.from_pretrained(args.model, device=device, dtype=dtype, offload=args.offload,
+                                                     quantization=quantization)
         if args.interactive:
             chat = Chat(generator)
             if args.prompt or any(given.values()):
@@ -135,14 +147,14 @@ def _run(args: argparse.Namespace, options: dict) -> int:
 def _check_inputs(model_dir: str, given: dict[str, list[str]]) -> None:
     """Fail on a missing checkpoint or an unreadable input file before the (slow) model load."""
     from nextgpt.model.checkpoint_format import read_checkpoint_config
-    from nextgpt.model.multimodal_encoder.imagebind.data import preprocess
+    from nextgpt.model.multimodal_encoder.factory import preprocess_media
 
     if not Path(model_dir).is_dir():
         raise NextGPTError(f"{model_dir}: checkpoint directory not found")
-    aspect = read_checkpoint_config(Path(model_dir)).data.image_aspect_ratio
+    config = read_checkpoint_config(Path(model_dir))
     for m, files in given.items():
         if files:
-            preprocess(files, m, aspect_ratio=aspect)
+            preprocess_media(files, m, config.data.image_aspect_ratio, config.model.encoder.kind)
 
 
 def _script_then_input(lines: list[str]):

@@ -2,7 +2,7 @@
 
     nextgpt tiny OUTDIR [--seed S]      (configs/tiny/ read them from checkpoints/tiny)
 
-OUTDIR/llm/ (LLaMA + SentencePiece tokenizer), OUTDIR/imagebind.safetensors, and the diffusers pipelines
+OUTDIR/llm/ (LLaMA + SentencePiece tokenizer), OUTDIR/imagebind.safetensors, OUTDIR/blip2/ (a tiny BLIP-2), and the diffusers pipelines
 OUTDIR/sd/, OUTDIR/zeroscope/, OUTDIR/audioldm/; see nextgpt/toy/models.py.
 """
 from __future__ import annotations

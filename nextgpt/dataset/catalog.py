@@ -27,6 +27,7 @@ __all__ = [
     "CATALOG",
     "CatalogEntry",
     "LEGACY_PROMPT",
+    "caption_pair_data",
     "conversation_data",
     "get_entry",
     "legacy_pair_data",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 CONVERSATION_DATASET = "nextgpt.dataset.json_datasets.ConversationDataset"
+CAPTION_PAIR_DATASET = "nextgpt.dataset.caption_pairs.CaptionPairDataset"
 LEGACY_PAIR_DATASET = "nextgpt.dataset.json_datasets.LegacyPairDataset"
 LEGACY_PROMPT = "generate a caption"  # the 2023 release's stage-1 prompt (its config key `prompt`)
 
@@ -70,6 +72,13 @@ def legacy_pair_data(data_path: str, *, modality: str, task: str, media_folder: 
     return CatalogEntry(LEGACY_PAIR_DATASET, {
         "data_path": data_path, f"{modality}_folder": media_folder, "embed_folder": embed_folder,
         "modality": modality, "task": task, "prompt": prompt}, description)
+
+
+def caption_pair_data(data_path: str, *, image_folder: str, task: str, description: str = "") -> CatalogEntry:
+    """An entry for MiniGPT-4's data: image-caption pairs (`task="pretrain"`, stage 1) or its curated descriptions
+    with an instruction (`task="align"`, stage 2), from a pair list or MiniGPT-4's filter_cap.json."""
+    return CatalogEntry(CAPTION_PAIR_DATASET, {"data_path": data_path, "image_folder": image_folder, "task": task},
+                        description)
 
 
 _PAIRS = "T_X_pair_data"
@@ -129,6 +138,12 @@ CATALOG: dict[str, CatalogEntry] = {
     "audiocap_dec_legacy": legacy_pair_data(f"{_PAIRS}/audiocap/audiocap.json", modality="audio",
                                             task="generation", media_folder=f"{_PAIRS}/audiocap/audios",
                                             embed_folder=_EMBED),
+    # ---- MiniGPT-4 (configs/minigpt4_stage_*.yaml): stage-1 pairs, stage-2 curated descriptions ----------------
+    "cc3m_pairs_minigpt4": caption_pair_data(f"{_PAIRS}/cc3m/cc3m.json", image_folder=f"{_PAIRS}/cc3m/images",
+                                             task="pretrain", description="CC3M image-caption pairs, MiniGPT-4 "
+                                                                          "stage 1 text"),
+    "cc_sbu_align": caption_pair_data("cc_sbu_align/filter_cap.json", image_folder="cc_sbu_align/image",
+                                      task="align", description="MiniGPT-4's 3,500 curated image descriptions"),
 }
 
 

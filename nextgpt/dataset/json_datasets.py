@@ -95,6 +95,7 @@ class SampleOptions:
     caption_embeddings: str = "cache"  # "cache" (read .npy) | "online" (raw captions)
     targets: tuple[str, ...] = ()
     image_aspect_ratio: str = "pad"
+    encoder: str = "imagebind"  # model.encoder.kind: whose preprocessing the input media get
     max_media_per_sample: int = MAX_MEDIA_PER_SAMPLE
     max_length: int | None = None
     media_tokens: Mapping[str, int] | None = None
@@ -129,10 +130,10 @@ class SampleOptions:
     @classmethod
     def from_config(cls, data_config: Any, template: str, max_length: int | None = None,
                     media_tokens: Mapping[str, int] | None = None,
-                    targets: Iterable[str] = ()) -> "SampleOptions":
+                    targets: Iterable[str] = (), encoder: str = "imagebind") -> "SampleOptions":
         """Options from a `DataConfig` (nextgpt/config.py) plus what the model decides."""
         return cls(template=template, caption_embeddings=data_config.caption_embeddings, targets=tuple(targets),
-                   image_aspect_ratio=data_config.image_aspect_ratio,
+                   image_aspect_ratio=data_config.image_aspect_ratio, encoder=encoder,
                    max_media_per_sample=data_config.max_media_per_sample, max_length=max_length,
                    media_tokens=media_tokens, strict=data_config.strict,
                    image_target=dataclasses.asdict(data_config.image_target),
@@ -361,7 +362,7 @@ class ConversationDataset(Dataset):
 
     def _load_inputs(self, item: _Item) -> dict[str, torch.Tensor]:
         """Encoder inputs per modality: image (K,3,224,224), video (K,15,3,2,224,224), audio (K,3,1,128,204)."""
-        from ..model.multimodal_encoder.imagebind.data import preprocess
+        from ..model.multimodal_encoder.factory import preprocess_media
 
         out = {}
         for m in MODALITIES:
@@ -369,8 +370,8 @@ class ConversationDataset(Dataset):
             if not names:
                 continue
             unique = list(dict.fromkeys(names))  # LLaVA lists one image once per placeholder: decode it once
-            tensor = preprocess([self._media_path(m, n) for n in unique], m,
-                                aspect_ratio=self.options.image_aspect_ratio)
+            tensor = preprocess_media([self._media_path(m, n) for n in unique], m,
+                                      self.options.image_aspect_ratio, self.options.encoder)
             if len(unique) != len(names):
                 tensor = tensor[[unique.index(n) for n in names]]
             out[m] = tensor

@@ -12,7 +12,7 @@ import torch
 
 from ..config import GenerateConfig
 from ..constants import MODALITIES, PLACEHOLDER_TOKEN
-from ..conversation import tokenize_conversation
+from ..conversation import get_template, tokenize_conversation
 from ..errors import DataError, NextGPTError
 from .forcing import DecodeRow, allowed_starts, as_force, check_force, pending, sample, stop_strings
 from .types import (
@@ -67,8 +67,9 @@ class NextGPTGenerator:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                        offload: bool = False) -> "NextGPTGenerator":
-        """Load a checkpoint directory (training output, merged or converted) with its `generate` defaults."""
+                        offload: bool = False, quantization: str | None = None) -> "NextGPTGenerator":
+        """Load a checkpoint directory (training output, merged or converted) with its `generate` defaults;
+        `quantization` "8bit" / "4bit" loads the LLM through bitsandbytes (CUDA only)."""
         from ..model.checkpoint_format import read_checkpoint_config
         from ..model.modeling import NextGPTModel
 
@@ -76,7 +77,7 @@ class NextGPTGenerator:
         if not path.is_dir():
             raise NextGPTError(f"{path}: checkpoint directory not found")
         config = read_checkpoint_config(path)
-        model = NextGPTModel.from_pretrained(path, dtype=dtype, device=device)
+        model = NextGPTModel.from_pretrained(path, dtype=dtype, device=device, quantization=quantization)
         return cls(model, config.generate, image_aspect_ratio=config.data.image_aspect_ratio, offload=offload)
 
     @property
@@ -86,10 +87,10 @@ class NextGPTGenerator:
     # ------------------------------------------------------------------------------------- prompt
 
     def preprocess(self, modality: str, items: Sequence[MediaItem]) -> torch.Tensor:
-        """Media files → the encoder's input tensor (ImageBind preprocessing; MediaError names a bad file)."""
-        from ..model.multimodal_encoder.imagebind.data import preprocess
+        """Media files → the encoder's input tensor (its kind's preprocessing; MediaError names a bad file)."""
+        from ..model.multimodal_encoder.factory import preprocess_media
 
-        return preprocess(list(items), modality, aspect_ratio=self.image_aspect_ratio)
+        return preprocess_media(items, modality, self.image_aspect_ratio, self.model.config.encoder.kind)
 
     @torch.inference_mode()
     def encode(self, modality: str, inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -108,7 +109,7 @@ class NextGPTGenerator:
             n_marks = text.count(PLACEHOLDER_TOKEN[modality])
             n_items = len(given[modality])
             if n_marks == 0:
-                prefix += (PLACEHOLDER_TOKEN[modality] + "\n") * n_items
+                prefix += (PLACEHOLDER_TOKEN[modality] + get_template(self.template).media_joiner) * n_items
             elif n_marks != n_items:
                 raise DataError(f"the prompt has {n_marks} {PLACEHOLDER_TOKEN[modality]} placeholder(s) but "
                                 f"{n_items} {modality} file(s) were given")

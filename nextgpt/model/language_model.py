@@ -12,7 +12,7 @@ import torch
 
 from ..constants import DEFAULT_SIGNAL_COUNTS
 from ..conversation import SignalVocab, tokens_to_register
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +30,50 @@ def load_tokenizer(path: str | Path, max_length: int = 2048):
     return tok
 
 
-def load_llm(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """transformers' LlamaForCausalLM from a directory (or hub id)."""
+QUANTIZATIONS = ("8bit", "4bit")
+
+
+def check_quantization(quantization: str | None, device: str | torch.device) -> None:
+    """ConfigError unless `quantization` (None, "8bit" or "4bit") can run on `device`: bitsandbytes' quantized
+    layers need a CUDA GPU and the bitsandbytes package."""
+    if quantization is None:
+        return
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(f"quantization must be one of {QUANTIZATIONS} or None, got {quantization!r}")
+    flag = f"--load-in-{quantization}"
+    if torch.device(device).type != "cuda":
+        raise ConfigError(f"{flag} needs a CUDA GPU: bitsandbytes' {quantization} layers do not run on the CPU "
+                          f"(device {device}); drop the flag to run the LLM unquantized on the CPU")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{flag} needs the bitsandbytes package, which is not installed "
+                          f"(pip install bitsandbytes)") from None
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{flag}: device {device} requested but CUDA is not available on this machine")
+
+
+def load_llm(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+             quantization: str | None = None):
+    """transformers' LlamaForCausalLM from a directory (or hub id). `quantization` "8bit" / "4bit" loads its linear
+    layers through bitsandbytes onto the CUDA `device` (MiniGPT-4's low_resource mode: a 7B LLM in about 7 GB);
+    the embedding and LM head stay in `dtype`."""
     from transformers import LlamaForCausalLM
 
+    check_quantization(quantization, device)
+    kwargs = {}
+    if quantization is not None:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (BitsAndBytesConfig(load_in_8bit=True) if quantization == "8bit" else
+                                         BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                            bnb_4bit_compute_dtype=dtype))
+        kwargs["device_map"] = {"": torch.device(device).index or 0}
     try:
-        model = LlamaForCausalLM.from_pretrained(str(path), dtype=dtype)
+        model = LlamaForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load a LLaMA model from {path}: {exc}") from None
-    return model.to(device)
+    return model if quantization is not None else model.to(device)
 
 
 def register_signal_tokens(tokenizer, model, layout: str, counts: dict[str, int] | None = None

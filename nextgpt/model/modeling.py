@@ -37,7 +37,7 @@ from .language_model import (
 )
 from .losses import caption_alignment_loss
 from .multimodal_decoder import LazyDecoders
-from .multimodal_encoder.encoder import MultimodalEncoder, build_multimodal_encoder
+from .multimodal_encoder.factory import build_encoder
 from .multimodal_projector import build_input_projector, build_output_projector
 from .splice import SplicedBatch, splice_multimodal
 
@@ -54,7 +54,7 @@ class NextGPTOutput:
 class NextGPTModel(nn.Module):
     """NExT-GPT as one module. Use `build_model` or `NextGPTModel.from_pretrained` to create it."""
 
-    def __init__(self, config: ModelConfig, llm: nn.Module, tokenizer, encoder: MultimodalEncoder,
+    def __init__(self, config: ModelConfig, llm: nn.Module, tokenizer, encoder: nn.Module,
                  input_projector: nn.Module, output_projectors: nn.ModuleDict, decoders: LazyDecoders,
                  signal: SignalVocab, signal_token_ids: list[int], losses: LossConfig | None = None):
         super().__init__()
@@ -74,7 +74,8 @@ class NextGPTModel(nn.Module):
     # ------------------------------------------------------------------------------------------ pieces
 
     @property
-    def encoder(self) -> MultimodalEncoder:
+    def encoder(self) -> nn.Module:
+        """The frozen encoder: `MultimodalEncoder` (ImageBind) or `Blip2Encoder`."""
         return self._frozen["encoder"]
 
     def _apply(self, fn, recurse: bool = True):
@@ -121,6 +122,8 @@ class NextGPTModel(nn.Module):
         if self.config.encoder.output == "pooled":
             return 1
         kind = self.config.input_projector.kind
+        if self.config.encoder.kind == "blip2" and kind in ("linear", "mlp"):
+            return self.encoder.num_query_tokens
         if kind == "group":
             return self.config.input_projector.num_output_groups[-1]
         if kind == "qformer":
@@ -274,14 +277,14 @@ class NextGPTModel(nn.Module):
                                         self.tokenizer, signal_tokens, adapter=adapter)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"
-                        ) -> "NextGPTModel":
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                        quantization: str | None = None) -> "NextGPTModel":
         """Load a training output (or merged / converted) directory: build from its config, load its weights
-        strictly, attach its LoRA adapter if there is one."""
+        strictly, attach its LoRA adapter if there is one. `quantization`: see `build_model`."""
         path = Path(path)
         config = read_checkpoint_config(path)
         model = build_model(config.model, losses=config.train.losses, dtype=dtype, device=device,
-                            tokenizer_path=path)
+                            tokenizer_path=path, quantization=quantization)
         model.load_checkpoint_weights(path)
         return model
 
@@ -367,18 +370,19 @@ def build_projectors(config: ModelConfig, encoder_dim: int, hidden: int) -> tupl
 
 
 def build_model(config: ModelConfig, losses: LossConfig | None = None, dtype: torch.dtype = torch.float32,
-                device: str | torch.device = "cpu", tokenizer_path: str | Path | None = None) -> NextGPTModel:
+                device: str | torch.device = "cpu", tokenizer_path: str | Path | None = None,
+                quantization: str | None = None) -> NextGPTModel:
     """Build the full model from a config: LLM + tokenizer (signal tokens registered), frozen encoder, fresh
-    projectors, lazily loaded decoders. `tokenizer_path` takes the tokenizer from a checkpoint instead of the LLM."""
+    projectors, lazily loaded decoders. `tokenizer_path` takes the tokenizer from a checkpoint instead of the LLM;
+    `quantization` ("8bit" / "4bit", inference on a CUDA device) loads the LLM's linear layers via bitsandbytes."""
     check_model_config(config)
     counts = {m: config.output(m).signal_tokens for m in MODALITIES}
     tokenizer = load_tokenizer(tokenizer_path or config.llm, config.max_length)
-    llm = load_llm(config.llm, dtype=dtype, device=device)
+    llm = load_llm(config.llm, dtype=dtype, device=device, quantization=quantization)
     llm.config.use_cache = False
     signal, token_ids = register_signal_tokens(tokenizer, llm, config.signal_layout, counts)
     install_signal_rows(llm, token_ids)
-    encoder = build_multimodal_encoder(config.encoder.checkpoint, config.encoder.arch, config.encoder.output,
-                                       dtype=dtype, device=device)
+    encoder = build_encoder(config.encoder, dtype=dtype, device=device)
     input_projector, outputs = build_projectors(config, encoder.hidden_size, llm.config.hidden_size)
     output_projectors = nn.ModuleDict(outputs)
     decoders = LazyDecoders({m: config.output(m).decoder for m in MODALITIES}, dtype=dtype, device=device)

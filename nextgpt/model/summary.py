@@ -1,14 +1,15 @@
 """Parameters per module (`nextgpt summary --config C [--json]`), computed without weights.
 
 Every module is built on PyTorch's META device from the config alone (no weights are read or allocated), with the
-same builders the real model uses: ImageBind (huge, or the sizes stored in its .safetensors checkpoint's header),
+same builders the real model uses: ImageBind (huge, or the sizes stored in its .safetensors checkpoint's header) or
+BLIP-2 (eva-vit-g, or the config.json of its transformers folder),
 the input projector and the three output projectors (with `input_projector_options` / `output_projector_options`),
 the LLaMA from `model.llm`'s config.json when that directory exists, else from the named architecture
 `model.llm_arch`, and the LoRA adapter through peft on the meta LLaMA when the config's stage trains LoRA.
 "trainable" follows the stage table of `nextgpt/stages.py`.
 
 The rows partition the reference architecture exactly:
-  encoder                 ImageBind, all modality branches (frozen)
+  encoder                 ImageBind, all modality branches, or BLIP-2's vision model + Q-Former + queries (frozen)
   input_projector         linear / mlp / group / qformer
   llm                     LLaMA with its BASE vocabulary (frozen)
   lora                    LoRA A/B matrices (0 when the stage trains no LoRA)
@@ -35,6 +36,7 @@ from ..conversation import tokens_to_register
 from ..errors import CheckpointError, ConfigError
 from ..stages import stage_preset
 from .language_model import peft_lora_config
+from .multimodal_encoder.factory import describe as describe_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -99,13 +101,10 @@ def attach_meta_lora(llm: nn.Module, lora: LoraAdapterConfig) -> nn.Module:
 
 
 def meta_encoder(config: ModelConfig) -> nn.Module:
-    """The configured ImageBind on the meta device."""
-    from .multimodal_encoder.encoder import imagebind_kwargs
-    from .multimodal_encoder.imagebind.model import ImageBindModel
+    """The configured encoder (ImageBind or BLIP-2) on the meta device."""
+    from .multimodal_encoder.factory import meta_encoder as build
 
-    kwargs = imagebind_kwargs(config.encoder.arch, config.encoder.checkpoint)
-    with torch.device("meta"):
-        return ImageBindModel(**kwargs, output_mode=config.encoder.output)
+    return build(config.encoder)
 
 
 def build_projectors(config: ModelConfig, encoder_dim: int, hidden: int, device: str = "cpu"
@@ -119,10 +118,10 @@ def build_projectors(config: ModelConfig, encoder_dim: int, hidden: int, device:
 
 
 def encoder_width(config: ModelConfig) -> int:
-    """Width of the encoder's features (ImageBind out_embed_dim) without building it."""
-    from .multimodal_encoder.encoder import imagebind_kwargs
+    """Width of the encoder's features (ImageBind out_embed_dim, BLIP-2's Q-Former width) without building it."""
+    from .multimodal_encoder.factory import encoder_width as width
 
-    return int(imagebind_kwargs(config.encoder.arch, config.encoder.checkpoint).get("out_embed_dim", 768))
+    return width(config.encoder)
 
 
 def num_signal_rows(config: ModelConfig) -> int:
@@ -145,7 +144,7 @@ def summarize(config: Config) -> dict[str, ModuleCount]:
     if model.encoder.output == "pooled" and model.input_projector.kind not in ("linear", "mlp"):
         raise ConfigError(f"model.encoder.output=pooled gives one vector per item; model.input_projector.kind must "
                           f"be linear or mlp, not {model.input_projector.kind!r}")
-    trains = set(stage_preset(config.train.stage).groups())
+    trains = set(stage_preset(config.train.stage, config.train.recipe).groups())
     llm_cfg = llm_config(model)
     if getattr(llm_cfg, "tie_word_embeddings", False):
         raise ConfigError(f"{llm_source(model)}: tied input/output embeddings are not supported")
@@ -188,12 +187,13 @@ def format_table(summary: dict[str, ModuleCount], config: Config, source: str = 
     """A readable table of `summarize`'s result."""
     model = config.model
     head = [
-        f"NExT-GPT parameters{f' ({source})' if source else ''}: stage {config.train.stage}, "
+        f"{'MiniGPT-4' if config.train.recipe == 'minigpt4' else 'NExT-GPT'} parameters"
+        f"{f' ({source})' if source else ''}: stage {config.train.stage}, "
         f"layout {model.signal_layout}",
-        f"  LLM from {llm_source(model)}; ImageBind {model.encoder.arch} ({model.encoder.output}); "
+        f"  LLM from {llm_source(model)}; {describe_encoder(model.encoder)}; "
         f"input projector {model.input_projector.kind}; LoRA "
         + (f"r{model.lora.r} alpha {model.lora.alpha} on {', '.join(model.lora.target_modules)}"
-           if "lora" in stage_preset(config.train.stage).groups() else "off in this stage"),
+           if "lora" in stage_preset(config.train.stage, config.train.recipe).groups() else "off in this stage"),
         "",
         f"{'module':<26}{'params':>17}{'':>10}{'trainable':>17}{'':>10}",
     ]

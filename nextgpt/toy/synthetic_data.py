@@ -73,6 +73,7 @@ class SyntheticCounts:
     mosit: int = 24  # multi-turn modality-switching dialogues
     llava: int = 40  # image question-answering dialogues
     alpaca: int = 60  # text-only instructions
+    align: int = 40  # MiniGPT-4 stage-2 style image descriptions (cc_sbu_align/filter_cap.json)
 
     def validate(self) -> None:
         for key, value in asdict(self).items():
@@ -105,7 +106,7 @@ def _write_json(path: Path, data: Any) -> None:
 CATALOG_NAMES = (
     "cc3m_enc", "webvid_enc", "audiocap_enc", "cc3m_dec", "webvid_dec", "audiocap_dec",
     "image_instruction", "video_instruction", "audio_instruction", "mosit_instruction",
-    "llava_instruction", "alpaca_instruction",
+    "llava_instruction", "alpaca_instruction", "cc3m_pairs_minigpt4", "cc_sbu_align",
 )
 _PAIR_SETS = (("cc3m", "image"), ("webvid", "video"), ("audiocap", "audio"))  # (set, modality of its media)
 
@@ -223,6 +224,18 @@ def generate(outdir: str | os.PathLike, seed: int = 0, counts: SyntheticCounts |
     dump(_where("llava_instruction"), llava)
     rng = _rng(seed, 8)
     dump(_where("alpaca_instruction"), [alpaca_record(rng) for _ in range(counts.alpaca)])
+
+    # --- MiniGPT-4 stage 2: curated descriptions in its filter_cap.json layout -----------------------------------
+    rng = _rng(seed, 9)
+    annotations = []
+    for i in range(counts.align):
+        item = image_item(rng)
+        write_image(out / _where("cc_sbu_align", "image_folder") / f"{i + 2}.jpg", item)
+        annotations.append({"image_id": str(i + 2), "caption": f"The image shows {item['caption']}. Nothing else "
+                                                               f"is drawn in the picture."})
+    path = out / _where("cc_sbu_align")
+    _write_json(path, {"annotations": annotations})
+    json_counts[path.relative_to(out).as_posix()] = len(annotations)
 
     # --- manifest -----------------------------------------------------------------------------------------------
     embed_folders = {"T_X_pair_data": _where("cc3m_dec", "embed_folder"),

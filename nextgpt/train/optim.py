@@ -49,9 +49,11 @@ def warmup_steps(config: Config, total_steps: int) -> int:
 
 
 def lr_lambda(config: Config, total_steps: int):
-    """Linear warmup from 0, then cosine (HF's), linear (DeepSpeed's WarmupDecayLR) or constant to the end."""
+    """Linear warmup from 0, then cosine (HF's), linear (DeepSpeed's WarmupDecayLR) or constant to the end; the
+    decay ends at `min_lr_ratio` of the rate (0 by default, MiniGPT-4's min_lr / init_lr in its configs)."""
     warm = warmup_steps(config, total_steps)
     kind = config.train.scheduler
+    floor = config.train.min_lr_ratio
 
     def factor(step: int) -> float:
         if step < warm:
@@ -60,8 +62,8 @@ def lr_lambda(config: Config, total_steps: int):
             return 1.0
         progress = min(1.0, (step - warm) / max(1, total_steps - warm))
         if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0 - progress
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return floor + (1.0 - floor) * (1.0 - progress)
 
     return factor
 

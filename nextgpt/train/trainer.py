@@ -168,10 +168,10 @@ class Trainer:
         self.model = build_model(config.model, losses=t.losses, dtype=self.dtype, device=self.device)
         if t.init_from:
             self._load_previous_stage(Path(t.init_from))
-        preset = stage_preset(t.stage)
+        preset = stage_preset(t.stage, t.recipe)
         if preset.lora:
             self.model.enable_lora(config.model.lora)
-        trainable = apply_stage_preset(self.model, t.stage)
+        trainable = apply_stage_preset(self.model, t.stage, t.recipe)
         if t.gradient_checkpointing:
             self.model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.trainable_names = sorted(trainable)
@@ -184,7 +184,7 @@ class Trainer:
         self.dataset, modalities, lengths = build_train_dataset(
             config.data, self.model.tokenizer, self.model.signal, config.model.template,
             max_length=config.model.max_length if media_tokens else None, media_tokens=media_tokens,
-            target_modalities=targets)
+            target_modalities=targets, encoder=config.model.encoder.kind)
         self.sampler = ModalityGroupedBatchSampler(
             modalities, lengths, t.micro_batch_size, world_size=self.world, rank=self.rank,
             gradient_accumulation_steps=t.gradient_accumulation_steps, seed=t.seed, drop_last=True,

@@ -1,6 +1,6 @@
-"""Import reference NExT-GPT checkpoints into our checkpoint directory format.
+"""Import reference NExT-GPT (and MiniGPT-4) checkpoints into our checkpoint directory format.
 
-    nextgpt convert --format new|legacy --src PATH [--src PATH ...] --config CONFIG.yaml \
+    nextgpt convert --format new|legacy|minigpt4 --src PATH [--src PATH ...] --config CONFIG.yaml \
         --output OUT_DIR [--allow-unmatched] [--dtype keep|float32|bfloat16|float16] [--source-tokenizer DIR] \
         [--overwrite] [--verify] [section.key=value ...]
 
@@ -21,6 +21,11 @@ Sources (spec §10):
   projector, `gen_text_hidden_fcs{,_video,_audio}.0.*` -> the output projectors (`legacy_textfc_key_map`), LoRA
   `llama_model.base_model.model.….lora_{A,B}.default.weight` -> the peft adapter (r from the tensor shapes, alpha /
   dropout / bias from the config, targets from the keys), embedding / LM-head matrices if present.
+
+* MiniGPT-4 (`--format minigpt4`): a released `pretrained_minigpt4*.pth` (or a MiniGPT-4 training's
+  `checkpoint_N.pth`): its `model` dict holds `llama_proj.{weight,bias}` -> the linear input projector; its other
+  top-level keys (optimizer, config, scaler, epoch) are training state and reported as dropped. Needs a MiniGPT-4
+  config (configs/minigpt4_stage_2.yaml: encoder kind blip2, linear projector, recipe minigpt4).
 
 Signal-token rows: the reference trains (NEW) the WHOLE embedding and LM-head matrices (§12.34); only the rows of
 the registered signal tokens are imported (the drift of the other rows is reported). Row ids are looked up by token

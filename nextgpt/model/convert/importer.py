@@ -13,18 +13,18 @@ from ...config import Config, LoraAdapterConfig
 from ...constants import MODALITIES
 from ...dtypes import DTYPES
 from ...errors import CheckpointError, ConfigError
-from ...stages import STAGE_PRESETS
+from ...stages import stage_preset
 from ..checkpoint_format import ADAPTER_DIR, ADAPTER_WEIGHTS_NAME, WEIGHTS_NAME, write_trained_checkpoint
 from ..modeling import NextGPTModel, check_model_config
 from ..language_model import load_tokenizer, peft_lora_config, register_signal_tokens
 from ..summary import attach_meta_lora, build_projectors, encoder_width, llm_config, meta_llm
-from .keys import PEFT_PREFIX, group_of, map_legacy_key, map_new_key, reference_name
+from .keys import PEFT_PREFIX, group_of, map_legacy_key, map_minigpt4_key, map_new_key, reference_name
 from .report import ConversionReport
-from .sources import ADAPTER_CONFIG, SourceTensor, collect_sources, read_llm_tensors
+from .sources import ADAPTER_CONFIG, SourceTensor, collect_sources, read_llm_tensors, read_minigpt4_sources
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("new", "legacy")
+FORMATS = ("new", "legacy", "minigpt4")
 REPORT_NAME = "conversion.json"
 EMBED_KEY, HEAD_KEY = "signal_rows.embed", "signal_rows.lm_head"
 # peft adapter features the model's loader (`NextGPTModel.load_adapter`) does not reproduce.
@@ -32,11 +32,11 @@ _UNSUPPORTED_ADAPTER = ("use_rslora", "use_dora", "modules_to_save", "layers_to_
                         "alpha_pattern", "trainable_token_indices")
 
 
-def _needed_groups(stage: int) -> set[str]:
+def _needed_groups(stage: int, recipe: str = "nextgpt") -> set[str]:
     """The groups trained in this stage or an earlier one: a checkpoint of this stage must carry them."""
     needed: set[str] = set()
     for s in range(1, stage + 1):
-        needed.update(STAGE_PRESETS[s].groups())
+        needed.update(stage_preset(s, recipe).groups())
     needed.discard("signal_rows")  # absent rows start at the mean (reported), never an error
     return needed
 
@@ -137,7 +137,8 @@ def _signal_rows(matrix: SourceTensor | None, name: str, what: str, names: list[
 def convert_checkpoint(fmt: str, sources: list[str | Path], config: Config, output: str | Path, *,
                        allow_unmatched: bool = False, dtype: str = "keep",
                        source_tokenizer: str | Path | None = None, overwrite: bool = False) -> ConversionReport:
-    """Import reference weights (`fmt` "new" or "legacy") into a checkpoint directory for `config`'s model.
+    """Import reference weights (`fmt` "new", "legacy" or "minigpt4") into a checkpoint directory for `config`'s
+    model.
 
     Raises CheckpointError (naming every missing / unexpected / mis-shaped key) unless `allow_unmatched`, and
     ConfigError when the config does not describe the source's architecture.
@@ -159,6 +160,12 @@ def convert_checkpoint(fmt: str, sources: list[str | Path], config: Config, outp
             raise ConfigError(f"a LEGACY checkpoint needs a LEGACY config (signal_layout legacy, encoder output "
                               f"pooled, input projector linear; e.g. configs/stage_3_legacy.yaml), got "
                               f"{', '.join(wrong)}")
+    elif fmt == "minigpt4":
+        if model_cfg.encoder.kind != "blip2" or model_cfg.input_projector.kind != "linear":
+            raise ConfigError(f"a MiniGPT-4 checkpoint needs a MiniGPT-4 config (encoder kind blip2, input projector "
+                              f"linear; e.g. configs/minigpt4_stage_2.yaml), got model.encoder.kind="
+                              f"{model_cfg.encoder.kind!r}, model.input_projector.kind="
+                              f"{model_cfg.input_projector.kind!r}")
     elif model_cfg.signal_layout != "new":
         raise ConfigError("a NEW checkpoint needs model.signal_layout=new (e.g. configs/stage_3.yaml)")
     output = Path(output)
@@ -187,8 +194,15 @@ def convert_checkpoint(fmt: str, sources: list[str | Path], config: Config, outp
         expected.update({f"output_projectors.{m}.{k}": tuple(v.shape) for k, v in meta_out[m].state_dict().items()})
 
     # ---- read and map every source key
-    entries, adapter_cfg, tokenizer_dirs, files_read = collect_sources(fmt, [Path(s) for s in sources])
+    if fmt == "minigpt4":
+        entries, files_read, training_state = read_minigpt4_sources([Path(s) for s in sources])
+        adapter_cfg, tokenizer_dirs = None, []
+        report.dropped += [f"{k} (training state, not weights)" for k in training_state]
+    else:
+        entries, adapter_cfg, tokenizer_dirs, files_read = collect_sources(fmt, [Path(s) for s in sources])
     report.sources = files_read
+    map_key = {"new": lambda e: map_new_key(e.key, e.adapter), "legacy": lambda e: map_legacy_key(e.key),
+               "minigpt4": lambda e: map_minigpt4_key(e.key)}[fmt]
     params: dict[str, SourceTensor] = {}
     lora: dict[str, SourceTensor] = {}
     matrices: dict[str, SourceTensor] = {}
@@ -199,7 +213,7 @@ def convert_checkpoint(fmt: str, sources: list[str | Path], config: Config, outp
         table[key] = entry
 
     for entry in entries:
-        target = map_new_key(entry.key, entry.adapter) if fmt == "new" else map_legacy_key(entry.key)
+        target = map_key(entry)
         kind = target[0]
         if kind == "param":
             put(params, target[1], entry)
@@ -213,7 +227,7 @@ def convert_checkpoint(fmt: str, sources: list[str | Path], config: Config, outp
             report.left_over.append(f"{entry.origin} ({target[1]})")
 
     # ---- projectors: strict against the model's expected shapes
-    needed = _needed_groups(config.train.stage)
+    needed = _needed_groups(config.train.stage, config.train.recipe)
     for key, entry in params.items():
         if key not in expected:
             report.left_over.append(f"{entry.origin} (maps to {key}, which the configured model does not have)")
@@ -228,7 +242,8 @@ def convert_checkpoint(fmt: str, sources: list[str | Path], config: Config, outp
             report.missing.append(f"{reference_name(fmt, key)} (-> {key})")
     for group in absent_groups:
         if group not in needed:
-            report.fresh.append(f"{group}: not in the source (stage {config.train.stage} has not trained it yet)")
+            report.fresh.append(f"{group}: not in the source (stages 1-{config.train.stage} of the "
+                                f"{config.train.recipe} recipe do not train it)")
 
     # ---- LoRA adapter
     lora_settings: LoraAdapterConfig | None = None

@@ -72,6 +72,14 @@ def map_legacy_key(key: str) -> Target:
     return ("unmatched", "no counterpart in NExT-GPT's trained weights")
 
 
+def map_minigpt4_key(key: str) -> Target:
+    """Where a MiniGPT-4 (`pretrained_minigpt4*.pth`, its `model` dict) tensor goes: only `llama_proj` trains."""
+    m = re.fullmatch(r"llama_proj\.(weight|bias)", key)
+    if m:
+        return ("param", f"input_projector.{m.group(1)}")
+    return ("unmatched", "no counterpart: MiniGPT-4 trains only llama_proj")
+
+
 def reference_name(fmt: str, ours: str) -> str:
     """The reference's key for one of our target keys (for messages about missing tensors)."""
     if ours.startswith("input_projector."):

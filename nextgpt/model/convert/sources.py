@@ -14,6 +14,7 @@ NEW_WEIGHT_FILES = ("mm_input_projector.bin", "mm_output_projector.bin", "non_lo
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 LEGACY_FILE = "pytorch_model.pt"
+MINIGPT4_PATTERN = "*minigpt4*.pth"  # pretrained_minigpt4.pth (13B), prerained_minigpt4_7b.pth (7B), checkpoint_*.pth
 
 
 def read_tensor_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -138,3 +139,36 @@ def collect_sources(fmt: str, sources: list[Path]) -> tuple[list[SourceTensor], 
         for path in found:
             add_file(path)
     return entries, adapter_cfg, tokenizer_dirs, files_read
+
+
+def read_minigpt4_sources(sources: list[Path]) -> tuple[list[SourceTensor], list[str], list[str]]:
+    """MiniGPT-4 checkpoints (`pretrained_minigpt4*.pth`, or its own training's `checkpoint_N.pth`): the tensors of
+    their `model` dict as entries, the files read, and the other top-level keys (optimizer, config, scaler,
+    epoch: training state, not weights) as `file:key` strings."""
+    entries: list[SourceTensor] = []
+    files_read: list[str] = []
+    other: list[str] = []
+    for src in sources:
+        src = Path(src)
+        if src.is_dir():
+            found = sorted(src.glob(MINIGPT4_PATTERN)) or sorted(src.glob("checkpoint_*.pth"))
+            if len(found) != 1:
+                raise CheckpointError(f"{src}: expected one MiniGPT-4 checkpoint ({MINIGPT4_PATTERN}), found "
+                                      f"{[p.name for p in found]}; pass the file")
+            src = found[0]
+        if not src.is_file():
+            raise CheckpointError(f"{src}: no such file")
+        try:
+            raw = torch.load(str(src), map_location="cpu", weights_only=True)
+        except Exception as exc:  # unpickling refusals, truncated files, foreign formats
+            raise CheckpointError(f"{src}: cannot read checkpoint: {exc}") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+            raise CheckpointError(f"{src}: not a MiniGPT-4 checkpoint (expected a dict with a 'model' state dict, "
+                                  f"found {sorted(raw) if isinstance(raw, dict) else type(raw).__name__})")
+        files_read.append(str(src))
+        for key, value in raw["model"].items():
+            if not isinstance(value, torch.Tensor):
+                raise CheckpointError(f"{src}: model[{key!r}] is a {type(value).__name__}, not a tensor")
+            entries.append(SourceTensor(key, value.detach(), f"{src.name}:{key}"))
+        other += [f"{src.name}:{key}" for key in raw if key != "model"]
+    return entries, files_read, other
