@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -274,12 +274,13 @@ class NextGPTModel(nn.Module):
                                         self.tokenizer, signal_tokens, adapter=adapter)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"
-                        ) -> "NextGPTModel":
-        """Load a training output (or merged / converted) directory: build from its config, load its weights
-        strictly, attach its LoRA adapter if there is one."""
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                        overrides: Sequence[str] = ()) -> "NextGPTModel":
+        """Load a training output (or merged / converted) directory: build from its config (with `model.*=`
+        `overrides`, e.g. the LLM's place on this machine), load its weights strictly, attach its LoRA adapter if
+        there is one."""
         path = Path(path)
-        config = read_checkpoint_config(path)
+        config = read_checkpoint_config(path, overrides)
         model = build_model(config.model, losses=config.train.losses, dtype=dtype, device=device,
                             tokenizer_path=path)
         model.load_checkpoint_weights(path)
