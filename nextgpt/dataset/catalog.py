@@ -180,7 +180,7 @@ def load_catalog_file(path: str | Path) -> dict[str, CatalogEntry]:
     if not isinstance(data, dict) or not isinstance(data.get("datasets"), dict) or set(data) - {"root", "datasets"}:
         raise ConfigError(f"{path}: a catalog file is a mapping with `datasets:` (name -> fields) and an optional "
                           f"`root:`; found keys {sorted(data) if isinstance(data, dict) else type(data).__name__}")
-    root = path.resolve().parent / str(data.get("root") or ".")
+    root = (path.resolve().parent / str(data.get("root") or ".")).resolve()
     entries = {}
     for name, fields in data["datasets"].items():
         if not isinstance(fields, dict):
