@@ -146,7 +146,7 @@ def check_checkpoint(model_dir: str | Path, overrides: Iterable[str] = ()) -> li
         return [Problem("--model", str(err), "fix the override or the checkpoint's config.yaml")]
     problems = [] if (path / WEIGHTS_NAME).is_file() else [
         Problem("--model", f"{path}: no {WEIGHTS_NAME}", "give a training output, merged or converted checkpoint")]
-    for p in check_model_paths(config):
+    for p in check_model_paths(config, decoders_needed=(), why="for text answers"):
         problems.append(Problem(p.key, p.message, f"{p.fix}; for a checkpoint moved from another machine, pass "
                                                   f"{p.key}=<its new place>", p.fatal))
     return problems

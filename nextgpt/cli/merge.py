@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     problems = check_checkpoint(args.model, args.overrides)
     if any(p.fatal for p in problems):
-        sys.stderr.write(format_problems(problems, f"merge {args.model}"))
+        sys.stderr.write("error: " + format_problems(problems, f"merge {args.model}"))
         return 1
     from nextgpt.model.merge import merge_checkpoint
 

@@ -40,8 +40,11 @@ def main(argv: list[str] | None = None) -> int:
 
         problems = check_training(config, args.config)
         if args.check or any(p.fatal for p in problems):
-            out = sys.stdout if args.check else sys.stderr
-            out.write(format_problems(problems, f"train.py --config {args.config}"))
+            text = format_problems(problems, f"train.py --config {args.config}")
+            if args.check:
+                sys.stdout.write(text)
+            else:
+                sys.stderr.write(f"error: {text}")
             return 1 if any(p.fatal for p in problems) else 0
         from nextgpt.train.trainer import finish_distributed, train
 
