@@ -214,3 +214,45 @@ def test_merge_defaults_to_the_checkpoints_training_dtype(tmp_path, monkeypatch)
     with pytest.raises(RuntimeError, match="stop after"):
         merge.merge_checkpoint(tmp_path, tmp_path / "out")
     assert seen["dtype"] == torch.bfloat16
+
+
+def test_instruction_sources_convert_with_bad_rows_and_missing_media_reported(tmp_path):
+    from nextgpt.dataset.prepare import prepare_alpaca, prepare_llava, prepare_mosit, prepare_t2x
+
+    (tmp_path / "coco").mkdir()
+    (tmp_path / "coco" / "1.jpg").write_bytes(b"x")
+    llava = [{"id": "1", "image": "1.jpg", "conversations": [{"from": "human", "value": "<image>\nWhat is it?"},
+                                                              {"from": "gpt", "value": "A cat."},
+                                                              {"from": "human", "value": "Colour?"},
+                                                              {"from": "gpt", "value": "Grey."}]},
+             {"id": "2", "image": "2.jpg", "conversations": [{"from": "human", "value": "Hi"},
+                                                              {"from": "gpt", "value": "Hello"}]},
+             {"id": "3", "conversations": []}]
+    (tmp_path / "llava.json").write_text(json.dumps(llava))
+    report = prepare_llava(tmp_path / "llava.json", tmp_path / "data", tmp_path / "coco")
+    assert (report.read, report.written, len(report.bad_rows), len(report.missing_media)) == (3, 1, 1, 1)
+    (record,) = json.loads(report.files[0].read_text())
+    assert record["input_image"] == ["1.jpg"] and record["conversations"][0]["value"] == "<image>\nWhat is it?"
+    assert "<image>" not in record["conversations"][2]["value"]
+
+    (tmp_path / "alpaca.json").write_text(json.dumps([{"instruction": "Add", "input": "2 and 3", "output": "5"},
+                                                      {"input": "no instruction"}]))
+    report = prepare_alpaca(tmp_path / "alpaca.json", tmp_path / "data")
+    assert report.written == 1 and len(report.bad_rows) == 1
+    assert json.loads(report.files[0].read_text())[0]["conversations"][0]["value"] == "Add 2 and 3"
+
+    t2x = [{"conversation": [{"from": "human", "value": "Show me a dog."},
+                             {"from": "gpt", "value": "Here it is.", "caption": "a dog on grass"}],
+            "source_data": {"image_name": "d.jpg"}}]
+    (tmp_path / "image_t2x.json").write_text(json.dumps(t2x))
+    (rec,) = json.loads(prepare_t2x("image", tmp_path / "image_t2x.json", tmp_path / "data").files[0].read_text())
+    assert rec["image_captions"] == ["a dog on grass"] and rec["image_caption_embeddings"] == ["it_img_0.jpg.npy"]
+    assert rec["conversations"][1]["value"] == "Here it is. <image>"
+
+    mosit = [{"image_list": [{"image_name": "mosit_i_0.jpg", "caption": "a red kite"}],
+              "conversation": [{"from": "human", "value": "Show me a kite <Image>x.jpg</Image>"},
+                               {"from": "gpt", "value": "Sure: <Image>mosit_i_0.jpg</Image> <image>old</image>"}]}]
+    (tmp_path / "mosit.json").write_text(json.dumps(mosit))
+    (rec,) = json.loads(prepare_mosit(tmp_path / "mosit.json", tmp_path / "data").files[0].read_text())
+    assert [t["value"] for t in rec["conversations"]] == ["Show me a kite", "Sure: <image>"]
+    assert rec["image_captions"] == ["a red kite"] and rec["image_caption_embeddings"] == ["mosit_i_0.jpg.npy"]

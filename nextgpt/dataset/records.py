@@ -213,7 +213,7 @@ def mosit_record(item: dict[str, Any]) -> dict[str, Any]:
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict) or turn.get("from") not in ("human", "gpt"):
             raise DataError(f"turn {i} is not from human or gpt")
-        value = str(turn.get("value", ""))
+        value = _MOSIT_LOWER.sub("", str(turn.get("value", "")))  # before placeholders are written in
         if turn["from"] == "gpt":
             def marker(match: re.Match) -> str:
                 modality, name = match.group(1).lower(), match.group(2).strip()
@@ -224,7 +224,7 @@ def mosit_record(item: dict[str, Any]) -> dict[str, Any]:
             value = _MOSIT_TAG.sub(marker, value)
         else:
             value = _MOSIT_TAG.sub("", value)
-        value = re.sub(r"[ \t]+", " ", _MOSIT_LOWER.sub("", value)).strip()
+        value = re.sub(r"[ \t]+", " ", value).strip()
         conversations.append({"from": turn["from"], "value": value})
     record: dict[str, Any] = {}
     for modality, names in used.items():
