@@ -25,6 +25,7 @@ from .errors import ConfigError
 from .stages import stage_preset
 
 CLI_SOURCE = "command line"
+REPORTERS = ("tensorboard", "wandb")
 
 
 def _opt(default: Any = dataclasses.MISSING, *, choices: tuple | None = None, min: float | None = None,
@@ -163,7 +164,9 @@ class AudioTargetConfig:
 @dataclass
 class DataConfig:
     root: str = _opt("data", help="data root; catalog paths are relative to it")
-    datasets: list[str] = _opt(factory=list, help="catalog names (nextgpt/dataset/catalog.py)")
+    datasets: list[str] = _opt(factory=list, help="catalog names (nextgpt/dataset/catalog.py or data.catalog_files)")
+    catalog_files: list[str] = _opt(factory=list, help="YAML files adding catalog entries (data/README.md); "
+                                    "relative to the config file that names them")
     embed_dir: Optional[str] = _opt(None, help="override every dataset's caption-embedding folder")
     caption_embeddings: str = _opt("cache", choices=("cache", "online"),
                                    help="cache: read .npy files; online: encode captions with the decoder")
@@ -232,6 +235,11 @@ class TrainConfig:
     save_total_limit: int = _opt(1, min=1)
     logging_steps: int = _opt(1, min=1)
     log_sample_ids: bool = _opt(False, help="append every step's sample ids to OUTPUT_DIR/samples-rank-N.jsonl")
+    report_to: list[str] = _opt(factory=lambda: ["tensorboard"], choices=REPORTERS,
+                                help="metric sinks besides OUTPUT_DIR/metrics.jsonl: tensorboard, wandb "
+                                     "(WANDB_MODE=offline works without network)")
+    allow_config_change: bool = _opt(False, help="resume although the saved config differs in more than logging "
+                                                 "and run-length keys")
     seed: int = _opt(42)
     losses: LossConfig = _opt(factory=LossConfig)
 
@@ -241,25 +249,28 @@ class TrainConfig:
 
 @dataclass
 class GenerateConfig:
-    max_new_tokens: int = _opt(512, min=1)
-    temperature: float = _opt(0.2, min=0.0)
-    top_p: float = _opt(1.0, min=0.0, max=1.0)
+    """Generation defaults (predict.py has one flag per key; the checkpoint's values are the defaults)."""
+
+    max_new_tokens: int = _opt(512, min=1, help="most tokens generated per answer")
+    temperature: float = _opt(0.2, min=0.0, help="sampling temperature (used when top_k is not 1)")
+    top_p: float = _opt(1.0, min=0.0, max=1.0, help="nucleus sampling: keep the most likely tokens up to this "
+                                                       "total probability (1 = off)")
     top_k: int = _opt(1, min=0, help="1 = greedy (the reference's default); 0 = no top-k filter")
-    max_outputs_per_modality: int = _opt(5, min=0)
-    seed: int = _opt(0)
-    image_guidance_scale: float = _opt(7.5, min=0.0)
-    image_steps: int = _opt(50, min=1)
-    image_height: Optional[int] = _opt(None, min=8, help="null = the decoder's default size")
-    image_width: Optional[int] = _opt(None, min=8)
-    video_guidance_scale: float = _opt(7.5, min=0.0)
-    video_steps: int = _opt(50, min=1)
-    video_height: int = _opt(320, min=8)
-    video_width: int = _opt(576, min=8)
-    video_frames: int = _opt(16, min=1)
+    max_outputs_per_modality: int = _opt(5, min=0, help="most images / videos / audios one answer may produce")
+    seed: int = _opt(0, help="random seed of sampling and of the diffusion noise")
+    image_guidance_scale: float = _opt(7.5, min=0.0, help="classifier-free guidance of the image decoder")
+    image_steps: int = _opt(50, min=1, help="denoising steps of the image decoder")
+    image_height: Optional[int] = _opt(None, min=8, help="image height in pixels; null = the decoder's default")
+    image_width: Optional[int] = _opt(None, min=8, help="image width in pixels; null = the decoder's default")
+    video_guidance_scale: float = _opt(7.5, min=0.0, help="classifier-free guidance of the video decoder")
+    video_steps: int = _opt(50, min=1, help="denoising steps of the video decoder")
+    video_height: int = _opt(320, min=8, help="video height in pixels")
+    video_width: int = _opt(576, min=8, help="video width in pixels")
+    video_frames: int = _opt(16, min=1, help="number of video frames")
     video_fps: int = _opt(10, min=1, help="frame rate of the written MP4")
-    audio_guidance_scale: float = _opt(7.5, min=0.0)
-    audio_steps: int = _opt(50, min=1)
-    audio_length_s: float = _opt(5.0, min=0.1)
+    audio_guidance_scale: float = _opt(7.5, min=0.0, help="classifier-free guidance of the audio decoder")
+    audio_steps: int = _opt(50, min=1, help="denoising steps of the audio decoder")
+    audio_length_s: float = _opt(5.0, min=0.1, help="audio length in seconds")
 
 
 @dataclass
@@ -351,13 +362,13 @@ def _nest(key: str, value: Any) -> dict:
     return out
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in args) + " or null"
+        return " or ".join(type_name(a) for a in args) + " or null"
     if origin is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
+        return f"list of {type_name(typing.get_args(tp)[0])}"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -375,10 +386,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {type_name(tp)}, got {value!r}")
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{where}: expected {type_name(tp)}, got {value!r}")
         (item_tp,) = typing.get_args(tp)
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
@@ -398,7 +409,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(f"{where}: expected {type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
 def _build(cls: type, data: dict, sources: dict, prefix: str = "") -> Any:
@@ -420,8 +431,9 @@ def _build(cls: type, data: dict, sources: dict, prefix: str = "") -> Any:
             continue
         value = _coerce(value, tp, where)
         meta = fields[key].metadata
-        if meta.get("choices") is not None and value not in meta["choices"]:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(meta['choices'])}")
+        for item in value if isinstance(value, list) else [value]:
+            if meta.get("choices") is not None and item not in meta["choices"]:
+                raise ConfigError(f"{where}: {item!r} is not one of {list(meta['choices'])}")
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, (int, float)) and not isinstance(item, bool):
                 if meta.get("min") is not None and item < meta["min"]:
@@ -432,23 +444,49 @@ def _build(cls: type, data: dict, sources: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def packaged_configs() -> Path:
+    """The shipped `configs/` folder: inside the installed package (`nextgpt/configs`), which in a checkout is a
+    link to the repository's `configs/`."""
+    return Path(__file__).resolve().parent / "configs"
+
+
+def resolve_config_file(path: str | Path) -> Path:
+    """`path` if it exists; otherwise, for a relative `configs/...` path, the packaged copy (so that
+    `nextgpt train --config configs/stage_1.yaml` works from any folder after `pip install`)."""
+    path = Path(path)
+    if path.exists() or path.is_absolute() or not path.parts or path.parts[0] != "configs":
+        return path
+    packaged = packaged_configs().joinpath(*path.parts[1:])
+    return packaged if packaged.exists() else path
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML config (following `extends:`), apply dotted overrides, validate, return a `Config`."""
+    """Load a YAML config (following `extends:`), apply dotted overrides, validate, return a `Config`.
+
+    `data.catalog_files` named in a file are resolved against that file's folder (on the command line: against
+    the working directory)."""
     sources: dict[str, str] = {}
-    data = _load_file(Path(path), sources) if path is not None else {}
+    data = _load_file(resolve_config_file(path), sources) if path is not None else {}
     for text in overrides:
         key, value = parse_override(text)
         data = _merge(data, _nest(key, value), sources, CLI_SOURCE)
     config = _build(Config, data, sources)
+    source = sources.get("data.catalog_files", CLI_SOURCE)
+    base = Path(source).parent if source != CLI_SOURCE else Path()
+    config.data.catalog_files = [str(p if Path(p).is_absolute() else base / p) for p in config.data.catalog_files]
     check_config(config)
     return config
 
 
-def config_from_dict(data: dict, source: str = "<dict>") -> Config:
-    """Validate a plain dictionary (e.g. the resolved config saved in a checkpoint)."""
+def config_from_dict(data: dict, source: str = "<dict>", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Validate a plain dictionary (e.g. the resolved config saved in a checkpoint), then apply dotted
+    `overrides` (`model.llm=/new/place`)."""
     sources: dict[str, str] = {}
     for key, value in data.items():
         _record(value, sources, source, key)
+    for text in overrides:
+        key, value = parse_override(text)
+        data = _merge(data, _nest(key, value), sources, CLI_SOURCE)
     config = _build(Config, data, sources)
     check_config(config)
     return config

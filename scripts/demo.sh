@@ -3,6 +3,19 @@
 # predictions. Everything lands in checkpoints/demo/ (stage_1, stage_2, stage_3, merged, predictions).
 # Re-running resumes / reuses what is already there; delete checkpoints/demo for a fresh run.
 set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  cat <<'HELP'
+usage: bash scripts/demo.sh
+
+The embedded default, end to end on the CPU, with no downloads: builds tiny random models in the real on-disk
+formats (checkpoints/tiny) and a synthetic dataset (data/synthetic), trains stages 1, 2 and 3
+(checkpoints/demo/stage_{1,2,3}), merges the LoRA adapter (checkpoints/demo/merged), writes predictions
+(checkpoints/demo/predictions) and prints each stage's losses. Creates .venv from requirements.txt on first use.
+Re-running resumes / reuses what is already there; delete checkpoints/demo for a fresh run.
+It takes no arguments.
+HELP
+  exit 0
+fi
 cd "$(dirname "$0")/.."
 started=$(date +%s)
 source scripts/_env.sh

@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tiny": ("tiny", "build the tiny random models in their real on-disk formats"),
     "synthetic": ("synthetic", "write the embedded default's synthetic dataset"),
     "demo": ("demo", "the embedded default's steps: prepare, predict, report"),
+    "check": ("check", "check a training config's paths and dataset names before anything loads (train.py --check)"),
+    "prepare": ("prepare", "turn public raw data into the catalog's files (prepare_data.py)"),
+    "download": ("download", "download the pretrained weights a config needs (huggingface_hub, ImageBind URL)"),
 }
 
 

@@ -3,6 +3,7 @@
     python predict.py --model CHECKPOINT_DIR --prompt TEXT [--image F] [--audio F] [--video F] --output-dir DIR
     python predict.py --model CHECKPOINT_DIR --interactive --output-dir DIR
     (--load-in-8bit / --load-in-4bit: the LLM through bitsandbytes on a CUDA GPU)
+    python predict.py --model CHECKPOINT_DIR ... model.llm=/data/vicuna-7b-v1.5   (paths on this machine)
 
 Writes the generated media (PNG, 16 kHz WAV, MP4) and DIR/result.json = {"text", "images", "audios", "videos"}
 (paths relative to DIR). Generation options default to the checkpoint config's `generate` section; every one of
@@ -42,6 +43,10 @@ def _option_type(annotation):
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="predict.py", description=__doc__)
     parser.add_argument("--model", required=True, help="checkpoint directory (training output, merged or converted)")
+    parser.add_argument("overrides", nargs="*", metavar="model.KEY=VALUE",
+                        help="replace values saved in the checkpoint's config.yaml, e.g. model.llm=/data/vicuna "
+                             "or model.image.decoder=stabilityai/stable-diffusion-2 for a checkpoint copied "
+                             "from another machine (also generate.KEY=VALUE)")
     parser.add_argument("--prompt", help="the user message (required unless --interactive)")
     for m in MODALITIES:
         parser.add_argument(f"--{m}", action="append", default=[], metavar="FILE",
@@ -68,12 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(GenerateConfig):
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"gen_{f.name}", default=None,
                            type=_option_type(hints[f.name]), metavar=_option_type(hints[f.name]).__name__.upper(),
-                           help=f.metadata.get("help") or None)
+                           help=f.metadata["help"].replace("null", "unset"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -106,9 +111,9 @@ def _run(args: argparse.Namespace, options: dict) -> int:
                                       "bfloat16" if torch.device(device).type == "cuda" else "float32")]
         resolve_options(None, **options)  # bad values fail before the model loads
         given = {m: getattr(args, m) for m in MODALITIES}
-        _check_inputs(args.model, given)
+        _check_inputs(args.model, given, args.overrides)
         generator = NextGPTGenerator.from_pretrained(args.model, device=device, dtype=dtype, offload=args.offload,
-                                                     quantization=quantization)
+                                                     quantization=quantization, overrides=args.overrides)
         if args.interactive:
             chat = Chat(generator)
             if args.prompt or any(given.values()):
@@ -135,7 +140,8 @@ def _run(args: argparse.Namespace, options: dict) -> int:
                 print(f"[saved {key[:-1]}: {os.path.join(args.output_dir, name)}]")
         return 0
     except NextGPTError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        text = str(err) if "\n  1. " in str(err) else " ".join(str(err).split())  # keep a problem list's lines
+        print(f"error: {text}", file=sys.stderr)
         return 1
     except OSError as err:  # e.g. an output directory that cannot be written
         print(f"error: {err}", file=sys.stderr)
@@ -144,14 +150,19 @@ def _run(args: argparse.Namespace, options: dict) -> int:
         return 130
 
 
-def _check_inputs(model_dir: str, given: dict[str, list[str]]) -> None:
-    """Fail on a missing checkpoint or an unreadable input file before the (slow) model load."""
+def _check_inputs(model_dir: str, given: dict[str, list[str]], overrides: list[str]) -> None:
+    """Fail on a missing checkpoint, a missing frozen part or an unreadable input file before the (slow) model
+    load, with every problem at once."""
     from nextgpt.model.checkpoint_format import read_checkpoint_config
     from nextgpt.model.multimodal_encoder.factory import preprocess_media
+    from nextgpt.preflight import check_checkpoint, format_problems
 
     if not Path(model_dir).is_dir():
         raise NextGPTError(f"{model_dir}: checkpoint directory not found")
-    config = read_checkpoint_config(Path(model_dir))
+    problems = check_checkpoint(model_dir, overrides)
+    if any(p.fatal for p in problems):
+        raise NextGPTError(format_problems(problems, f"checkpoint {model_dir}"))
+    config = read_checkpoint_config(Path(model_dir), overrides)
     for m, files in given.items():
         if files:
             preprocess_media(files, m, config.data.image_aspect_ratio, config.model.encoder.kind)

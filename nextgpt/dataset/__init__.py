@@ -7,46 +7,37 @@ The trainer's entry points::
     sampler = ModalityGroupedBatchSampler(modalities, lengths, micro_batch_size, ...)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=DataCollator.from_tokenizer(tokenizer),
                         num_workers=config.data.num_workers)
-"""
-from .mixture import NextGPTConcatDataset, build_dataset, build_train_dataset
-from .catalog import CATALOG, CatalogEntry, conversation_data, get_entry, legacy_pair_data, register
-from .collator import FORWARD_KEYS, DataCollator, SkipStats, is_empty_batch, model_inputs
-from .json_datasets import (
-    SKIP_BAD_MEDIA,
-    SKIP_MISSING_MEDIA,
-    SKIP_TOO_LONG,
-    ConversationDataset,
-    LegacyPairDataset,
-    SampleOptions,
-    SkippedSample,
-)
-from .embeddings import embedding_file_name, embedding_path, precompute_caption_embeddings
-from .sampler import ModalityGroupedBatchSampler
 
-__all__ = [
-    "CATALOG",
-    "CatalogEntry",
-    "ConversationDataset",
-    "DataCollator",
-    "FORWARD_KEYS",
-    "LegacyPairDataset",
-    "ModalityGroupedBatchSampler",
-    "NextGPTConcatDataset",
-    "SKIP_BAD_MEDIA",
-    "SKIP_MISSING_MEDIA",
-    "SKIP_TOO_LONG",
-    "SampleOptions",
-    "SkipStats",
-    "SkippedSample",
-    "build_dataset",
-    "build_train_dataset",
-    "conversation_data",
-    "embedding_file_name",
-    "embedding_path",
-    "get_entry",
-    "is_empty_batch",
-    "legacy_pair_data",
-    "model_inputs",
-    "precompute_caption_embeddings",
-    "register",
-]
+The names below load their module on first use, so that `nextgpt.dataset.catalog` (read by the checks that run
+before anything heavy) imports without torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "mixture": ("NextGPTConcatDataset", "build_dataset", "build_train_dataset"),
+    "catalog": ("CATALOG", "CatalogEntry", "catalog_for", "conversation_data", "get_entry", "legacy_pair_data",
+                "load_catalog_file", "register"),
+    "collator": ("FORWARD_KEYS", "DataCollator", "SkipStats", "is_empty_batch", "model_inputs"),
+    "json_datasets": ("SKIP_BAD_MEDIA", "SKIP_MISSING_MEDIA", "SKIP_TOO_LONG", "ConversationDataset",
+                      "LegacyPairDataset", "SampleOptions", "SkippedSample"),
+    "embeddings": ("embedding_file_name", "embedding_path", "precompute_caption_embeddings"),
+    "sampler": ("ModalityGroupedBatchSampler",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

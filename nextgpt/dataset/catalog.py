@@ -11,14 +11,17 @@ Adding a dataset is one line, e.g. for a JSON in the NEW schema (spec §6.2)::
     CATALOG["my_pets"] = conversation_data("my_pets/pets.json", image_folder="my_pets/images",
                                            embed_folder="my_pets/embed")
 
-(or call :func:`register` from your own code before building the dataset). See ``data/README.md``.
+(or call :func:`register` from your own code before building the dataset). Without editing the package, a YAML
+file named in ``data.catalog_files`` adds entries with the same fields (:func:`load_catalog_file`); its paths are
+relative to the file's folder (or to its own ``root:``), not to ``data.root``. See ``data/README.md``.
 """
 from __future__ import annotations
 
 import difflib
 import importlib
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 from ..constants import MODALITIES
 from ..errors import ConfigError
@@ -28,9 +31,11 @@ __all__ = [
     "CatalogEntry",
     "LEGACY_PROMPT",
     "caption_pair_data",
+    "catalog_for",
     "conversation_data",
     "get_entry",
     "legacy_pair_data",
+    "load_catalog_file",
     "register",
     "resolve_class",
 ]
@@ -156,14 +161,91 @@ def register(name: str, entry: CatalogEntry, overwrite: bool = False) -> None:
     CATALOG[name] = entry
 
 
-def get_entry(name: str) -> CatalogEntry:
-    """The entry called `name`; an unknown name is a `ConfigError` with a suggestion."""
-    if name not in CATALOG:
-        close = difflib.get_close_matches(str(name), list(CATALOG), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"data.datasets: unknown dataset {name!r}{hint} (known: {', '.join(CATALOG)}; "
-                          "add one in nextgpt/dataset/catalog.py)")
-    return CATALOG[name]
+def _is_path_param(key: str) -> bool:
+    return key.endswith("_path") or key.endswith("_folder")
+
+
+def load_catalog_file(path: str | Path) -> dict[str, CatalogEntry]:
+    """The entries of a YAML catalog file, with their paths made absolute::
+
+        root: /data/mine            # optional; default: this file's folder (a relative root is relative to it)
+        datasets:
+          my_pets:                  # a NEW-schema JSON: the fields of `conversation_data`
+            data_path: pets/pets.json
+            image_folder: pets/images
+            embed_folder: pets/embed
+            description: my pets, image + text -> text
+          my_pairs:                 # a raw LEGACY pair file: `format: legacy_pair` + the fields of `legacy_pair_data`
+            format: legacy_pair
+            data_path: pairs.json
+            modality: image
+            task: comprehension
+            media_folder: images
+          my_custom:                # any dataset class: `target` and `params`, as in CatalogEntry
+            target: mypackage.datasets.MyDataset
+            params: {data_path: custom.json}
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"data.catalog_files: cannot read {path}: {err}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("datasets"), dict) or set(data) - {"root", "datasets"}:
+        raise ConfigError(f"{path}: a catalog file is a mapping with `datasets:` (name -> fields) and an optional "
+                          f"`root:`; found keys {sorted(data) if isinstance(data, dict) else type(data).__name__}")
+    root = (path.resolve().parent / str(data.get("root") or ".")).resolve()
+    entries = {}
+    for name, fields in data["datasets"].items():
+        if not isinstance(fields, dict):
+            raise ConfigError(f"{path}: dataset {name!r}: expected a mapping of fields, got {fields!r}")
+        fields = dict(fields)
+        kind = fields.pop("format", "target" if "target" in fields else "conversation")
+        try:
+            if kind == "conversation":
+                entry = conversation_data(**fields)
+            elif kind == "legacy_pair":
+                entry = legacy_pair_data(**fields)
+            elif kind == "target":
+                entry = CatalogEntry(**fields)
+            else:
+                raise ConfigError(f"format must be conversation, legacy_pair or target, got {kind!r}")
+        except (TypeError, ConfigError) as err:
+            raise ConfigError(f"{path}: dataset {name!r}: {err}") from None
+        params = {k: str(root / v) if _is_path_param(k) and isinstance(v, str) else v
+                  for k, v in dict(entry.params).items()}
+        entries[str(name)] = replace(entry, params=params)
+    return entries
+
+
+def catalog_for(catalog_files: Iterable[str | Path] = ()) -> dict[str, CatalogEntry]:
+    """The built-in catalog plus the entries of `catalog_files` (data.catalog_files); a name defined twice is an
+    error."""
+    catalog = dict(CATALOG)
+    for file in catalog_files:
+        for name, entry in load_catalog_file(file).items():
+            if name in catalog:
+                raise ConfigError(f"{file}: dataset {name!r} is already defined (built-in catalog or an earlier "
+                                  "catalog file); choose another name")
+            catalog[name] = entry
+    return catalog
+
+
+def unknown_dataset_message(name: str, catalog: Mapping[str, CatalogEntry]) -> str:
+    close = difflib.get_close_matches(str(name), list(catalog), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (f"unknown dataset {name!r}{hint} (known: {', '.join(catalog)}; add one in data.catalog_files or "
+            "nextgpt/dataset/catalog.py)")
+
+
+def get_entry(name: str, catalog: Mapping[str, CatalogEntry] | None = None) -> CatalogEntry:
+    """The entry called `name` (in `catalog`, default the built-in one); an unknown name is a `ConfigError` with a
+    suggestion."""
+    catalog = CATALOG if catalog is None else catalog
+    if name not in catalog:
+        raise ConfigError(f"data.datasets: {unknown_dataset_message(name, catalog)}")
+    return catalog[name]
 
 
 def resolve_class(entry: CatalogEntry) -> type:

@@ -12,7 +12,7 @@ from torch.utils.data import ConcatDataset
 
 from ..conversation import SignalVocab
 from ..errors import ConfigError
-from .catalog import get_entry, resolve_class
+from .catalog import catalog_for, get_entry, resolve_class
 from .json_datasets import SampleOptions
 
 logger = logging.getLogger(__name__)
@@ -65,9 +65,12 @@ def resolve_params(params: Mapping[str, Any], root: str | os.PathLike,
 
 
 def build_dataset(name: str, data_config: Any, tokenizer: Any, signal: SignalVocab | None,
-                  options: SampleOptions) -> Any:
-    """One catalog dataset, its paths resolved against `data_config.root`."""
-    entry = get_entry(name)
+                  options: SampleOptions, catalog: Mapping[str, Any] | None = None) -> Any:
+    """One catalog dataset (of `catalog`, default: the built-in one plus `data_config.catalog_files`), its relative
+    paths resolved against `data_config.root`."""
+    if catalog is None:
+        catalog = catalog_for(getattr(data_config, "catalog_files", ()))
+    entry = get_entry(name, catalog)
     cls = resolve_class(entry)
     params = resolve_params(entry.params, data_config.root, data_config.embed_dir)
     kwargs = dict(tokenizer=tokenizer, signal=signal, options=options, name=name, **params)
@@ -94,11 +97,15 @@ def build_train_dataset(data_config: Any, tokenizer: Any, signal: SignalVocab | 
         raise ConfigError("data.datasets is empty: name at least one dataset of nextgpt/dataset/catalog.py")
     if len(set(names)) != len(names):
         raise ConfigError(f"data.datasets names a dataset twice: {names}")
+    catalog = catalog_for(data_config.catalog_files)
     root = Path(data_config.root)
-    if not root.is_dir():
-        raise ConfigError(f"data.root: {root} is not a directory (see data/README.md to prepare the data)")
+    relative = [n for n in names if any(v is not None and (k.endswith("_path") or k.endswith("_folder"))
+                                        and not Path(v).is_absolute() for k, v in get_entry(n, catalog).params.items())]
+    if relative and not root.is_dir():
+        raise ConfigError(f"data.root: {root} is not a directory, but {', '.join(relative)} read files below it "
+                          "(see data/README.md to prepare the data)")
     options = SampleOptions.from_config(data_config, template, max_length, media_tokens, target_modalities, encoder)
-    datasets = [build_dataset(name, data_config, tokenizer, signal, options) for name in names]
+    datasets = [build_dataset(name, data_config, tokenizer, signal, options, catalog) for name in names]
     concat = NextGPTConcatDataset(datasets, names)
     logger.info("training data: %s", ", ".join(f"{n} ({len(d)})" for n, d in zip(names, datasets)))
     return concat, concat.modalities, concat.lengths

@@ -67,17 +67,20 @@ class NextGPTGenerator:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                        offload: bool = False, quantization: str | None = None) -> "NextGPTGenerator":
+                        offload: bool = False, quantization: str | None = None,
+                        overrides: Sequence[str] = ()) -> "NextGPTGenerator":
         """Load a checkpoint directory (training output, merged or converted) with its `generate` defaults;
-        `quantization` "8bit" / "4bit" loads the LLM through bitsandbytes (CUDA only)."""
+        `quantization` "8bit" / "4bit" loads the LLM through bitsandbytes (CUDA only); `overrides`: `model.*=` /
+        `generate.*=` values replacing the saved ones (e.g. paths on this machine)."""
         from ..model.checkpoint_format import read_checkpoint_config
         from ..model.modeling import NextGPTModel
 
         path = Path(path)
         if not path.is_dir():
             raise NextGPTError(f"{path}: checkpoint directory not found")
-        config = read_checkpoint_config(path)
-        model = NextGPTModel.from_pretrained(path, dtype=dtype, device=device, quantization=quantization)
+        config = read_checkpoint_config(path, overrides)
+        model = NextGPTModel.from_pretrained(path, dtype=dtype, device=device, quantization=quantization,
+                                             overrides=overrides)
         return cls(model, config.generate, image_aspect_ratio=config.data.image_aspect_ratio, offload=offload)
 
     @property

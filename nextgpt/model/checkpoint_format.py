@@ -6,7 +6,8 @@ A checkpoint directory (what training, the reference-checkpoint converter and th
     model.safetensors   trained tensors: input_projector.*, output_projectors.{image,video,audio}.*,
                         signal_rows.embed, signal_rows.lm_head; metadata: format tag, signal-token strings
     adapter/            the LoRA adapter in peft's format (adapter_config.json, adapter_model.safetensors)
-    config.yaml         the resolved config; model paths that exist locally are written absolute
+    config.yaml         the resolved config, model paths as they were given (relative paths or hub ids), so a
+                        checkpoint copied to another machine loads there with `model.*=` overrides for its new paths
     tokenizer files     the tokenizer with the signal tokens registered
 
 Frozen parts (LLM base, ImageBind, decoders) are referenced by path, never copied.
@@ -17,13 +18,15 @@ import copy
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
-import torch
 import yaml
 
 from ..config import Config, config_from_dict
 from ..errors import CheckpointError
+
+if TYPE_CHECKING:  # torch is imported where tensors are written, so that reading a config stays light
+    import torch
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.yaml"
@@ -48,29 +51,30 @@ def _set(obj: Any, keys: tuple[str, ...], value: Any) -> None:
     setattr(obj, keys[-1], value)
 
 
-def absolutize_paths(config: Config) -> Config:
-    """A copy of `config` whose model paths that exist locally are absolute (so the checkpoint can be used
-    from any working directory); hub ids and missing paths are kept as written."""
-    saved = config_from_dict(config.to_dict(), "resolved config")
+def resolve_model_paths(config: Config, checkpoint_dir: str | Path) -> Config:
+    """Relative model paths that exist inside `checkpoint_dir` (e.g. a merged checkpoint's `llm`) made absolute, in
+    place; other relative paths stay relative to the working directory, hub ids stay hub ids."""
     for keys in _PATH_KEYS:
-        value = _get(saved.model, keys)
-        if value and Path(value).exists():
-            _set(saved.model, keys, str(Path(value).resolve()))
-    return saved
+        value = _get(config.model, keys)
+        if value and not Path(value).is_absolute() and (Path(checkpoint_dir) / value).exists():
+            _set(config.model, keys, str((Path(checkpoint_dir) / value).resolve()))
+    return config
 
 
-def read_checkpoint_config(path: str | Path) -> Config:
-    """The config saved in a checkpoint directory; relative model paths resolve against that directory first."""
+def read_checkpoint_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """The config saved in a checkpoint directory, with dotted `overrides` applied (`model.llm=/new/place` for a
+    checkpoint whose frozen parts live elsewhere on this machine); relative model paths resolve against that
+    directory first."""
     path = Path(path)
     cfg_file = path / CONFIG_NAME
     if not cfg_file.is_file():
         raise CheckpointError(f"{path}: no {CONFIG_NAME}; is this a NExT-GPT checkpoint directory?")
-    config = config_from_dict(yaml.safe_load(cfg_file.read_text()) or {}, str(cfg_file))
-    for keys in _PATH_KEYS:
-        value = _get(config.model, keys)
-        if value and not Path(value).is_absolute() and (path / value).exists():
-            _set(config.model, keys, str((path / value).resolve()))
-    return config
+    overrides = list(overrides)
+    bad = [o for o in overrides if not o.startswith(("model.", "generate."))]
+    if bad:
+        raise CheckpointError(f"checkpoint overrides must be model.* or generate.* keys, got {bad}")
+    config = config_from_dict(yaml.safe_load(cfg_file.read_text()) or {}, str(cfg_file), overrides)
+    return resolve_model_paths(config, path)
 
 
 def check_state_dict(expected: dict[str, Any], found: dict[str, Any], source: str) -> None:
@@ -123,7 +127,7 @@ def write_trained_checkpoint(outdir: str | Path, config: Config, state: dict[str
         peft_config.save_pretrained(str(adapter_dir))
         save_file({k: v.detach().contiguous() for k, v in adapter_state.items()},
                   str(adapter_dir / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
-    saved = absolutize_paths(config)
+    saved = config_from_dict(config.to_dict(), "resolved config")  # a copy
     for key, value in (model_overrides or {}).items():
         setattr(saved.model, key, value)
     (outdir / CONFIG_NAME).write_text(saved.to_yaml())

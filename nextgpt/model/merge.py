@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
+from ..dtypes import as_dtype, dtype_name
 from ..errors import CheckpointError
 from .language_model import copy_tokenizer_files, uninstall_signal_rows
 from .checkpoint_format import read_checkpoint_config, write_trained_checkpoint
@@ -29,12 +31,13 @@ logger = logging.getLogger(__name__)
 LLM_DIR = "llm"
 
 
-def merge_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float32,
-                     overwrite: bool = False) -> Path:
+def merge_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype | None = None,
+                     overwrite: bool = False, overrides: Sequence[str] = ()) -> Path:
     """Write the merged checkpoint of `src` to `dst` (layout in the module docstring); returns `dst`.
 
-    The merge runs on the CPU in `dtype` (float32 = exact up to rounding; float16 / bfloat16 halve the memory of a
-    7B merge) and the LLM is saved in that dtype.
+    The merge runs on the CPU in `dtype` (default: the checkpoint's training precision, `train.precision`;
+    float32 = exact up to rounding, float16 / bfloat16 halve the memory of a 7B merge) and the LLM is saved in that
+    dtype. `overrides`: `model.*=` values for a checkpoint whose frozen parts live elsewhere on this machine.
     """
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
@@ -43,8 +46,10 @@ def merge_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype = torc
         raise CheckpointError(f"{dst}: the output must differ from the source checkpoint")
     if dst.exists() and any(dst.iterdir()) and not overwrite:
         raise CheckpointError(f"{dst}: output directory is not empty (pass overwrite=True / --overwrite)")
-    config = read_checkpoint_config(src)
-    model = NextGPTModel.from_pretrained(src, dtype=dtype, device="cpu")
+    config = read_checkpoint_config(src, overrides)
+    dtype = as_dtype(config.train.precision) if dtype is None else dtype
+    logger.info("merging in %s", dtype_name(dtype))
+    model = NextGPTModel.from_pretrained(src, dtype=dtype, device="cpu", overrides=overrides)
     state = model.trainable_state_dict()
     if model.has_lora:
         llm = model.llm.merge_and_unload()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -278,11 +278,12 @@ class NextGPTModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",
-                        quantization: str | None = None) -> "NextGPTModel":
-        """Load a training output (or merged / converted) directory: build from its config, load its weights
-        strictly, attach its LoRA adapter if there is one. `quantization`: see `build_model`."""
+                        quantization: str | None = None, overrides: Sequence[str] = ()) -> "NextGPTModel":
+        """Load a training output (or merged / converted) directory: build from its config (with `model.*=`
+        `overrides`, e.g. the LLM's place on this machine), load its weights strictly, attach its LoRA adapter if
+        there is one. `quantization`: see `build_model`."""
         path = Path(path)
-        config = read_checkpoint_config(path)
+        config = read_checkpoint_config(path, overrides)
         model = build_model(config.model, losses=config.train.losses, dtype=dtype, device=device,
                             tokenizer_path=path, quantization=quantization)
         model.load_checkpoint_weights(path)

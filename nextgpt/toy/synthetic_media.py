@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..dataset.records import pick
+
 __all__ = [
     "AUDIO_SAMPLE_RATE",
     "BACKGROUNDS",
@@ -80,11 +82,6 @@ _NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
 # ----------------------------------------------------------------------------------------------------------------
 # small helpers
 # ----------------------------------------------------------------------------------------------------------------
-def pick(rng: np.random.Generator, seq: Sequence[Any]) -> Any:
-    """One element of `seq`, drawn with `rng`."""
-    return seq[int(rng.integers(len(seq)))]
-
-
 def article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 

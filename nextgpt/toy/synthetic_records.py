@@ -1,6 +1,7 @@
 """The synthetic dataset's JSON records: one sample in the reference's formats per item of
 `nextgpt.toy.synthetic_media`, worded from small pools written for this project in the style of the reference's
-prompt lists (stage-1 comprehension, stage-2 generation, T-T+X, MosIT, LLaVA-style and Alpaca-style samples).
+prompt lists (T-T+X, MosIT, LLaVA-style and Alpaca-style samples; the stage-1 comprehension and stage-2 generation
+records are the ones `nextgpt prepare` writes for real data, from `nextgpt.dataset.records`).
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ..dataset.records import COMPREHENSION_PROMPTS, PLACEHOLDER as _PLACEHOLDER, comprehension_record, \
+    generation_record
 from .synthetic_media import (
     BACKGROUNDS,
     COLOURS,
@@ -31,95 +34,6 @@ __all__ = [
     "mosit_dialogue",
     "t2x_record",
 ]
-
-# ----------------------------------------------------------------------------------------------------------------
-# wording pools (written for this project in the style of the reference's prompt lists)
-# ----------------------------------------------------------------------------------------------------------------
-COMPREHENSION_PROMPTS = (
-    "Describe the {} briefly.",
-    "What does the {} show?",
-    "What is in the {}?",
-    "Give a short caption for the {}.",
-    "Summarize the content of the {}.",
-    "Tell me what the {} contains.",
-    "What can you observe in the {}?",
-    "Write one sentence about the {}.",
-    "Explain what the {} is about.",
-    "What is depicted in the {}?",
-    "Provide a caption for the {}.",
-    "Could you describe the {} for me?",
-    "What would you say the {} presents?",
-    "Sum up the {} in a few words.",
-    "What is the subject of the {}?",
-    "I'd like a short description of the {}.",
-)
-GENERATION_TEMPLATES = (
-    "{} me a {} of ",
-    "{} a {} of ",
-    "Please {} a {} of ",
-    "Can you {} a {} of ",
-    "Could you {} me a {} showing ",
-    "I want you to {} a {} of ",
-    "I'd like you to {} a {} of ",
-    "I need you to {} a {} with ",
-    "Would you {} a {} of ",
-    "Kindly {} a {} depicting ",
-    "Try to {} a {} of ",
-    "Go ahead and {} a {} of ",
-)
-PRODUCE_VERBS = (
-    "generate", "create", "make", "produce", "show", "render", "compose", "craft", "design", "build",
-    "prepare", "synthesize", "draft", "put together", "come up with", "deliver",
-)
-MEDIA_NOUNS = {
-    "image": ("picture", "image", "drawing", "illustration", "graphic", "sketch", "photo", "visual"),
-    "video": ("video", "clip", "animation", "short film", "video clip", "moving picture", "footage"),
-    "audio": ("sound", "audio clip", "recording", "sound clip", "audio", "sound effect"),
-}
-RESPONSES = (
-    "Here is the {} you asked for.",
-    "Sure, here it is.",
-    "Of course!",
-    "Certainly, this is the {}.",
-    "No problem, take a look.",
-    "Here you go.",
-    "Done! Here is the {}.",
-    "Absolutely.",
-    "This {} should match your request.",
-    "Happy to help.",
-    "Okay, here is a {} for you.",
-    "As requested.",
-)
-
-
-_PLACEHOLDER = {"image": "<image>", "video": "<video>", "audio": "<audio>"}
-
-
-def comprehension_record(rng: np.random.Generator, modality: str, name: str, caption: str) -> dict[str, Any]:
-    prompt = pick(rng, COMPREHENSION_PROMPTS).format(modality)
-    return {
-        f"input_{modality}": name,
-        "conversations": [
-            {"from": "human", "value": f"{_PLACEHOLDER[modality]}\n{prompt}"},
-            {"from": "gpt", "value": caption},
-        ],
-    }
-
-
-def generation_record(rng: np.random.Generator, modality: str, name: str, caption: str) -> dict[str, Any]:
-    instruction = pick(rng, GENERATION_TEMPLATES).format(pick(rng, PRODUCE_VERBS), pick(rng, MEDIA_NOUNS[modality]))
-    instruction = instruction[0].upper() + instruction[1:] + caption
-    response = pick(rng, RESPONSES).format(modality)
-    return {
-        f"output_{modality}": name,
-        f"{modality}_captions": caption,
-        f"{modality}_caption_embeddings": f"{name}.npy",
-        "conversations": [
-            {"from": "human", "value": instruction},
-            {"from": "gpt", "value": f"{response} {_PLACEHOLDER[modality]}"},
-        ],
-    }
-
 
 _T2X_REQUESTS = {
     "image": (

@@ -9,7 +9,8 @@ Layout of a run (`train.output_dir`):
         deepspeed/                   DeepSpeed's engine state (optimizer, scheduler; frozen weights excluded)
         trainer_state.json           step, epoch, sampler position, data-skip counts
         rng/rank-00000.json          Python / NumPy / torch RNG states of every rank
-    OUTPUT_DIR/logs/                 TensorBoard events
+    OUTPUT_DIR/metrics.jsonl         one JSON line per logging step (always); OUTPUT_DIR/logs/: TensorBoard events
+                                     (train.report_to), OUTPUT_DIR/wandb/: Weights & Biases (optional)
 
 A checkpoint is first written to `checkpoints/.tmp-step-000200` and renamed when complete, so a run killed at any
 moment leaves every earlier checkpoint intact and never a half-written one under a `step-*` name.

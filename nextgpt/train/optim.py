@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import Config
+from ..config import Config, resolve_config_file
 from ..errors import ConfigError
 
 
@@ -87,7 +86,7 @@ def deepspeed_config(config: Config, world_size: int) -> dict[str, Any]:
     """The run's DeepSpeed config: the JSON file of `train.deepspeed` with batch sizes, precision, clipping,
     ZeRO stage and offload filled in from the YAML config (which wins over the file)."""
     t = config.train
-    path = Path(t.deepspeed)
+    path = resolve_config_file(t.deepspeed)
     try:
         ds = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:

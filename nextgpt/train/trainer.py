@@ -27,9 +27,11 @@ from ..dataset.collator import model_inputs
 from ..dtypes import as_dtype
 from ..errors import CheckpointError, ConfigError
 from ..model.modeling import build_model
+from ..preflight import check_resume, format_problems
 from ..stages import apply_stage_preset, stage_preset
 from . import checkpoint as ckpt
 from .optim import build_optimizer, deepspeed_config, lr_lambda, parameter_groups
+from .reporting import RunReporter
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +210,7 @@ class Trainer:
             model=self.model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
         self.global_step = 0
         self.epoch = 0
-        self.writer = None
+        self.reporter: RunReporter | None = None
 
     # ------------------------------------------------------------------------------------------- loading
 
@@ -220,15 +222,21 @@ class Trainer:
         logger.info("initialised from %s", path)
 
     def resume_point(self) -> Path | None:
+        """The checkpoint to resume from (train.resume), after checking it was trained with this config (except
+        logging and run-length keys; train.allow_config_change)."""
         choice = self.config.train.resume
         if choice == "never":
             return None
         if choice == "auto":
             ckpt.remove_incomplete(self.output_dir) if self.rank == 0 else None
-            return ckpt.latest_checkpoint(self.output_dir)
-        path = Path(choice)
-        if not (path / ckpt.TRAINER_STATE).is_file():
-            raise CheckpointError(f"train.resume: {path} is not a complete checkpoint (no {ckpt.TRAINER_STATE})")
+            path = ckpt.latest_checkpoint(self.output_dir)
+        else:
+            path = Path(choice)
+            if not (path / ckpt.TRAINER_STATE).is_file():
+                raise CheckpointError(f"train.resume: {path} is not a complete checkpoint (no {ckpt.TRAINER_STATE})")
+        problems = check_resume(self.config, path) if path is not None else []
+        if problems:
+            raise ConfigError(format_problems(problems, f"resuming {path}"))
         return path
 
     def resume(self, path: Path) -> None:
@@ -323,7 +331,7 @@ class Trainer:
                 yield batch
             self.epoch += 1
 
-    def _log(self, stats: StepStats, seconds: float) -> dict[str, float]:
+    def _scalars(self, stats: StepStats, seconds: float) -> dict[str, float]:
         scalars = {f"loss/{k}": v for k, v in stats.losses.items()}
         for name, lr in zip(self.group_names, self.scheduler.get_last_lr()):
             scalars[f"lr/{name}"] = lr
@@ -334,9 +342,6 @@ class Trainer:
             scalars["memory/peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         else:
             scalars["memory/peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        if self.writer is not None:
-            for key, value in scalars.items():
-                self.writer.add_scalar(key, value, self.global_step)
         return scalars
 
     def _empty_step_loss(self) -> torch.Tensor:
@@ -379,23 +384,21 @@ class Trainer:
         return stats
 
     def run(self) -> Path:
-        from tqdm.auto import tqdm
-
         t = self.config.train
         start = self.resume_point()
         if start is not None:
             self.resume(start)
+            final = self.output_dir / ckpt.TRAINER_STATE
+            if self.global_step >= self.total_steps and final.is_file() and ckpt.read_json(final).get("finished"):
+                logger.info("%s: this run has finished (step %d of %d); nothing to train", self.output_dir,
+                            self.global_step, self.total_steps)
+                return self.output_dir  # (its saved config stays the one it was trained with)
         if self.rank == 0:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            self.writer = SummaryWriter(str(self.output_dir / "logs"))
             logger.info("stage %d: %d optimizer steps (%d per epoch), global batch %d, trainable %s",
                         t.stage, self.total_steps, self.steps_per_epoch, self.sampler.global_batch_size,
                         ", ".join(self.trainable_names))
+        self.reporter = RunReporter(self.config, self.total_steps, self.global_step, self.rank)
         self.engine.train()
-        bar = tqdm(total=self.total_steps, initial=self.global_step, disable=self.rank != 0,
-                   desc=f"stage {t.stage}", dynamic_ncols=True)
         micro = self._micro_batches()
         epoch_skips = 0
         while self.global_step < self.total_steps:
@@ -412,19 +415,15 @@ class Trainer:
             self.sampler.advance()
             epoch_skips += int(stats.skipped)
             if self.global_step % t.logging_steps == 0 or self.global_step == self.total_steps:
-                scalars = self._log(stats, time.perf_counter() - began)
-                bar.set_postfix(loss=f"{stats.losses['total']:.4f}",
-                                sps=f"{scalars['throughput/samples_per_s']:.1f}")
-            bar.update(1)
+                self.reporter.log(self.global_step, self._scalars(stats, time.perf_counter() - began))
+            self.reporter.advance()
             if self.global_step % t.save_steps == 0 and self.global_step < self.total_steps:
                 self.save_checkpoint()
-        bar.close()
         self._epoch_summary(self.epoch, epoch_skips)
         if not (ckpt.checkpoint_dir(self.output_dir, self.global_step) / ckpt.TRAINER_STATE).is_file():
             self.save_checkpoint()  # (a finished run started again already has it)
         self.save_final()
-        if self.writer is not None:
-            self.writer.close()
+        self.reporter.close()
         return self.output_dir
 
     def _log_sample_ids(self, batches: list[dict]) -> None:
