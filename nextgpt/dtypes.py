@@ -22,3 +22,9 @@ def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
         raise ConfigError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES) + sorted(_ALIASES)}")
     return DTYPES[key]
 
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """The canonical name of a dtype or of one of its names (the inverse of `as_dtype`)."""
+    dtype = as_dtype(dtype)
+    return next(name for name, value in DTYPES.items() if value == dtype)
