@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tiny": ("tiny", "build the tiny random models in their real on-disk formats"),
     "synthetic": ("synthetic", "write the embedded default's synthetic dataset"),
     "demo": ("demo", "the embedded default's steps: prepare, predict, report"),
+    "serve": ("serve", "an OpenAI-compatible HTTP API for a checkpoint (python -m nextgpt.serve)"),
+    "webui": ("webui", "a gradio chat page for a checkpoint (python -m nextgpt.webui)"),
 }
 
 
