@@ -203,7 +203,7 @@ async def _sse(job: Job, first: Any, cid: str, model: str, include_usage: bool, 
     """Server-sent events: the role, text deltas, one chunk per medium, the finish reason, [DONE]. A failure after
     the stream started arrives as an {"error": ...} event."""
     def event(body: dict) -> str:
-        return f"data: {json.dumps(body, ensure_ascii=False, separators=(",", ":"))}\n\n"
+        return "data: " + json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n\n"
 
     parts = []
     try:
