@@ -104,37 +104,29 @@ def create_app(generator, settings: ServeSettings | None = None) -> FastAPI:
         options, force, resolved = generation_options(req, generator.options, settings,
                                                       generator.model.config.max_length)
         workdir = Path(tempfile.mkdtemp(prefix="nextgpt-request-"))
-        try:
-            turns = await run_in_threadpool(decode_messages, req.messages, settings, workdir)
-        except BaseException:
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         base = str(request.base_url).rstrip("/")
-        media = {m: sum(t.media_counts()[m] for t in turns) for m in ("image", "video", "audio")}
-        _note(request, id=cid, stream=req.stream, media_in=_counts(media), force=",".join(force) or "-")
-        work = answer_work(generator, turns, options, force, resolved.video_fps, workdir,
+        _note(request, id=cid, stream=req.stream, media_in=_counts(_input_parts(req)), force=",".join(force) or "-")
+        # the content parts are decoded in the generation thread, with the answer (one hand-over fewer)
+        work = answer_work(generator, lambda: decode_messages(req.messages, settings, workdir), options, force, resolved.video_fps, workdir,
                            (lambda: store.folder(cid)) if settings.media_urls else None,
-                           f"{base}/v1/files/{cid}" if settings.media_urls else None)
+                           f"{base}/v1/files/{cid}" if settings.media_urls else None, stream=req.stream)
         job = Job(work, asyncio.get_running_loop(), cleanup=lambda: shutil.rmtree(workdir, ignore_errors=True))
         try:
             queue.submit(job)
         except QueueFull as err:
             shutil.rmtree(workdir, ignore_errors=True)
             raise ApiError(429, f"the server is busy ({err}); retry later", kind="rate_limit_error") from None
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            first = await _next_event(job, request)
-        except _ClientGone:
-            job.cancel()
-            _note(request, error="client disconnected while queued")
-            return JSONResponse({}, status_code=499)
-        _raise_failure(first)
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_sse(job, first, cid, settings.model_id, include_usage, request),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        text, parts, done = [], [], None
-        try:
+            first = await _next_event(job, gone)
+            _raise_failure(first)
+            if req.stream:
+                gone.cancel()  # from here on the streaming response watches the connection
+                include_usage = bool(req.stream_options and req.stream_options.include_usage)
+                return StreamingResponse(_sse(job, first, cid, settings.model_id, include_usage, request),
+                                         media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            text, parts, done = [], [], None
             item = first
             while item is not None:
                 _raise_failure(item)
@@ -144,11 +136,13 @@ def create_app(generator, settings: ServeSettings | None = None) -> FastAPI:
                     parts.append(item[1])
                 else:
                     done = item
-                item = await _next_event(job, request)
+                item = await _next_event(job, gone)
         except _ClientGone:
             job.cancel()
             _note(request, error="client disconnected; generation cancelled")
             return JSONResponse({}, status_code=499)
+        finally:
+            gone.cancel()
         _, finish, prompt_tokens, completion_tokens = done
         _note(request, queued=f"{job.waited:.2f}s", tokens=f"{prompt_tokens}+{completion_tokens}",
               outputs=_part_counts(parts), finish=finish)
@@ -172,6 +166,8 @@ def _parse(body: bytes) -> ChatRequest:
 
 
 def _raise_failure(item: Any) -> None:
+    if isinstance(item, ApiError):
+        raise item
     if isinstance(item, NextGPTError):
         raise ApiError(400, " ".join(str(item).split()))
     if isinstance(item, Exception):
@@ -179,14 +175,10 @@ def _raise_failure(item: Any) -> None:
         raise ApiError(500, f"generation failed: {type(item).__name__}: {item}", kind="server_error")
 
 
-async def _next_event(job: Job, request: Request) -> Any:
-    """The job's next event, or _ClientGone when the client disconnects first."""
+async def _next_event(job: Job, gone: asyncio.Future) -> Any:
+    """The job's next event, or _ClientGone when the client disconnects first (`gone` completes)."""
     get = asyncio.ensure_future(job.next_event())
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        done, _ = await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
+    done, _ = await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
     if get in done:
         return get.result()
     get.cancel()
@@ -212,7 +204,8 @@ async def _sse(job: Job, first: Any, cid: str, model: str, include_usage: bool, 
         while item is not None:
             if isinstance(item, Exception):
                 status = 400 if isinstance(item, NextGPTError) else 500
-                yield event(ApiError(status, " ".join(str(item).split())).body())
+                error = item if isinstance(item, ApiError) else ApiError(status, " ".join(str(item).split()))
+                yield event(error.body())
                 _note(request, error=str(item))
                 break
             if item[0] == "text":
@@ -242,6 +235,18 @@ def _note(request: Request, **fields: Any) -> None:
     if log is None:
         log = request.state.log = {}
     log.update(fields)
+
+
+def _input_parts(req: ChatRequest) -> dict[str, int]:
+    kinds = {"image_url": "image", "video_url": "video", "input_audio": "audio"}
+    counts = {m: 0 for m in kinds.values()}
+    for message in req.messages:
+        if message.role == "user" and isinstance(message.content, list):
+            for part in message.content:
+                kind = kinds.get(part.get("type")) if isinstance(part, dict) else None
+                if kind:
+                    counts[kind] += 1
+    return counts
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -12,15 +12,16 @@ from .outputs import output_part, write_output
 from .worker import Job
 
 
-def answer_work(generator, specs: list[TurnSpec], options: dict[str, Any], force: list[str], video_fps: int,
-                workdir: Path, media_folder: Callable[[], Path] | None, media_url: str | None
+def answer_work(generator, decode: Callable[[], list[TurnSpec]], options: dict[str, Any], force: list[str], video_fps: int,
+                workdir: Path, media_folder: Callable[[], Path] | None, media_url: str | None, stream: bool = True
                 ) -> Callable[[Job], Iterator[tuple]]:
-    """The job function answering the last of `specs`. Media are written to `media_folder()` and answered as
-    `media_url/<name>` when given; otherwise written to `workdir` and answered as base64 data."""
+    """The job function answering the last of the turns `decode()` gives (it raises ApiError on bad input). Media are written to `media_folder()` and answered as
+    `media_url/<name>` when given; otherwise written to `workdir` and answered as base64 data. Without `stream`
+    the text comes as one piece before "done" (fewer hand-overs between threads)."""
 
     def work(job: Job) -> Iterator[tuple]:
         turns = []
-        for spec in specs:
+        for spec in decode():
             job.check()
             turn = generator.prepare_turn(spec.text, spec.images, spec.videos, spec.audios)
             turn.answer = spec.answer
@@ -40,7 +41,7 @@ def answer_work(generator, specs: list[TurnSpec], options: dict[str, Any], force
             job.check()
             if event.kind == "text":
                 piece = trim.feed(event.text)
-                if piece:
+                if piece and stream:
                     yield ("text", piece)
             elif event.kind == "media":
                 output = event.output
@@ -51,7 +52,7 @@ def answer_work(generator, specs: list[TurnSpec], options: dict[str, Any], force
                 yield ("media", output_part(output, path, f"{media_url}/{path.name}" if media_url else None))
             else:
                 result = event.result
-                rest = trim.finish(result.text)
+                rest = trim.finish(result.text) if stream else result.text
                 if rest:
                     yield ("text", rest)
                 yield ("done", result.finish_reason, prompt_tokens, len(result.token_ids))
