@@ -289,3 +289,34 @@ def test_each_request_is_logged_in_one_line(client, server):
     line = [x for x in server[1].read_text().splitlines() if x.startswith("POST /v1/chat/completions 200")][-1]
     assert "in=" in line and "tokens=" in line and "outputs=image:1" in line and "force=image" in line
     assert "warm-up done" in server[1].read_text()
+
+
+def test_media_urls_and_local_files_in_process(direct, tmp_path):
+    """`--media-urls` answers media as /v1/files URLs that serve the files; `--local-files DIR` lets requests name
+    files under DIR only (the app in this process, through starlette's test client)."""
+    from starlette.testclient import TestClient
+
+    from nextgpt.serve import ServeSettings, create_app
+
+    inside = tmp_path / "shared" / "cat.png"
+    inside.parent.mkdir()
+    picture().save(inside)
+    picture().save(tmp_path / "outside.png")
+    settings = ServeSettings(media_urls=True, local_files=inside.parent, media_dir=tmp_path / "media", keep_media=1)
+    with TestClient(create_app(direct, settings)) as c:
+        r = c.post("/v1/chat/completions", json={"max_tokens": 30, "modalities": ["image"],
+                                                 "nextgpt": {"image_steps": 1, "image_height": 32, "image_width": 48},
+                                                 "messages": [{"role": "user", "content": [
+                                                     {"type": "image_url", "image_url": {"url": str(inside)}},
+                                                     {"type": "text", "text": "Again."}]}]})
+        part = answer(r)[1]
+        assert "data" not in part and part["url"].startswith("http://testserver/v1/files/chatcmpl-")
+        png = c.get(part["url"])
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        with Image.open(io.BytesIO(png.content)) as image:
+            assert image.size == (48, 32)
+        outside = ask(c, [{"type": "image_url", "image_url": {"url": f"file://{tmp_path / 'outside.png'}"}}])
+        assert outside.status_code == 400 and "outside the folder" in outside.json()["error"]["message"]
+        assert c.get("/v1/files/chatcmpl-x/../../etc/passwd").status_code == 404
+        ask(c, "Draw.", max_tokens=30, modalities=["image"], nextgpt={"image_steps": 1})  # keep_media=1: the first goes
+        assert c.get(part["url"]).status_code == 404

@@ -53,7 +53,7 @@ def checkpoint(tiny_models, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(checkpoint, tmp_path_factory, browser):
+def page(browser, checkpoint, tmp_path_factory):
     """(URL, log file) of `python -m nextgpt.webui` on a free loopback port."""
     port = free_port()
     log = tmp_path_factory.mktemp("webui_log") / "webui.log"
@@ -114,7 +114,7 @@ def wait_for(driver, condition, what: str, timeout: float = 30):
         raise AssertionError(f"{what}; the chat shows: {bot_texts(driver)}") from None
 
 
-def test_browser_chat_with_an_image_and_an_image_answer(page, browser, direct, tmp_path):
+def test_browser_chat_with_an_image_and_an_image_answer(browser, page, direct, tmp_path):
     from selenium.webdriver.common.by import By
 
     from nextgpt.generation import Chat
