@@ -40,3 +40,8 @@ python -m nextgpt demo predict --model checkpoints/demo/merged --output-dir chec
 step "summary"
 python -m nextgpt demo report checkpoints/demo
 echo "demo finished in $(( $(date +%s) - started )) s"
+
+echo
+echo "Serve the demo model:"
+echo "  python -m nextgpt.webui --model checkpoints/demo/merged   # chat page on http://127.0.0.1:7860"
+echo "  python -m nextgpt.serve --model checkpoints/demo/merged   # OpenAI-compatible API on http://127.0.0.1:8000/v1"

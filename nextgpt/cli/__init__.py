@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("check", "check a training config's paths and dataset names before anything loads (train.py --check)"),
     "prepare": ("prepare", "turn public raw data into the catalog's files (prepare_data.py)"),
     "download": ("download", "download the pretrained weights a config needs (huggingface_hub, ImageBind URL)"),
+    "serve": ("serve", "an OpenAI-compatible HTTP API for a checkpoint (python -m nextgpt.serve)"),
+    "webui": ("webui", "a gradio chat page for a checkpoint (python -m nextgpt.webui)"),
 }
 
 
