@@ -21,6 +21,7 @@ from .json_datasets import (
     SkippedSample,
 )
 from .embeddings import embedding_file_name, embedding_path, precompute_caption_embeddings
+from .round_robin import RoundRobinBatchSampler
 from .sampler import ModalityGroupedBatchSampler
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "FORWARD_KEYS",
     "LegacyPairDataset",
     "ModalityGroupedBatchSampler",
+    "RoundRobinBatchSampler",
     "NextGPTConcatDataset",
     "SKIP_BAD_MEDIA",
     "SKIP_MISSING_MEDIA",

@@ -149,7 +149,7 @@ class Trainer:
         import deepspeed
         from torch.utils.data import DataLoader
 
-        from ..dataset import DataCollator, ModalityGroupedBatchSampler, build_train_dataset
+        from ..dataset import DataCollator, ModalityGroupedBatchSampler, RoundRobinBatchSampler, build_train_dataset
 
         self.config = config
         t = config.train
@@ -185,10 +185,15 @@ class Trainer:
             config.data, self.model.tokenizer, self.model.signal, config.model.template,
             max_length=config.model.max_length if media_tokens else None, media_tokens=media_tokens,
             target_modalities=targets)
-        self.sampler = ModalityGroupedBatchSampler(
-            modalities, lengths, t.micro_batch_size, world_size=self.world, rank=self.rank,
-            gradient_accumulation_steps=t.gradient_accumulation_steps, seed=t.seed, drop_last=True,
-            group_by_modality=config.data.group_by_modality_length)
+        if config.data.sampler == "round_robin":  # LEGACY: one dataset per batch, in turn, oversampled
+            self.sampler = RoundRobinBatchSampler(
+                [len(d) for d in self.dataset.datasets], t.micro_batch_size, world_size=self.world, rank=self.rank,
+                gradient_accumulation_steps=t.gradient_accumulation_steps, seed=t.seed)
+        else:
+            self.sampler = ModalityGroupedBatchSampler(
+                modalities, lengths, t.micro_batch_size, world_size=self.world, rank=self.rank,
+                gradient_accumulation_steps=t.gradient_accumulation_steps, seed=t.seed, drop_last=True,
+                group_by_modality=config.data.group_by_modality_length)
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=DataCollator.from_tokenizer(
             self.model.tokenizer), num_workers=config.data.num_workers, pin_memory=torch.cuda.is_available(),
             # its own generator: creating an iterator must not draw from the global RNG, or a resumed run
@@ -393,6 +398,10 @@ class Trainer:
             logger.info("stage %d: %d optimizer steps (%d per epoch), global batch %d, trainable %s",
                         t.stage, self.total_steps, self.steps_per_epoch, self.sampler.global_batch_size,
                         ", ".join(self.trainable_names))
+            if "embeddings" in self.trainable_names:
+                rows, width = self.model.base_llm.get_input_embeddings().weight.shape
+                logger.info("the whole input embedding and LM head train (model.train_full_embeddings): "
+                            "2 x %d rows x %d", rows, width)
         self.engine.train()
         bar = tqdm(total=self.total_steps, initial=self.global_step, disable=self.rank != 0,
                    desc=f"stage {t.stage}", dynamic_ncols=True)
