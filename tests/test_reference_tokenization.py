@@ -23,7 +23,7 @@ import pytest
 
 from nextgpt.constants import IGNORE_INDEX, PLACEHOLDER_ID
 from nextgpt.conversation import TEMPLATES, tokenize_conversation
-from nextgpt.dataset.json_datasets import LegacyPairDataset
+from nextgpt.dataset.legacy_pairs import LegacyPairDataset
 from nextgpt.model.language_model import load_tokenizer, register_signal_tokens
 
 spm = pytest.importorskip("sentencepiece")

@@ -16,10 +16,10 @@ from .json_datasets import (
     SKIP_MISSING_MEDIA,
     SKIP_TOO_LONG,
     ConversationDataset,
-    LegacyPairDataset,
     SampleOptions,
     SkippedSample,
 )
+from .legacy_pairs import LegacyPairDataset
 from .embeddings import embedding_file_name, embedding_path, precompute_caption_embeddings
 from .round_robin import RoundRobinBatchSampler
 from .sampler import ModalityGroupedBatchSampler

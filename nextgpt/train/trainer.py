@@ -184,7 +184,7 @@ class Trainer:
         self.dataset, modalities, lengths = build_train_dataset(
             config.data, self.model.tokenizer, self.model.signal, config.model.template,
             max_length=config.model.max_length if media_tokens else None, media_tokens=media_tokens,
-            target_modalities=targets)
+            target_modalities=targets, model_config=config.model)
         if config.data.sampler == "round_robin":  # LEGACY: one dataset per batch, in turn, oversampled
             self.sampler = RoundRobinBatchSampler(
                 [len(d) for d in self.dataset.datasets], t.micro_batch_size, world_size=self.world, rank=self.rank,

@@ -130,7 +130,8 @@ def _drift(matrix: torch.Tensor, base: torch.Tensor) -> dict[str, float | int]:
     n = base.shape[0]
     changed, max_diff, total = 0, 0.0, 0.0
     for start in range(0, n, 4096):  # in chunks: the 7B matrices are 32000 x 4096
-        diff = (matrix[start:start + 4096].float() - base[start:start + 4096].float()).abs()
+        stop = min(start + 4096, n)
+        diff = (matrix[start:stop].float() - base[start:stop].float()).abs()
         changed += int((diff.amax(dim=1) > 0).sum())
         max_diff = max(max_diff, float(diff.max()))
         total += float(diff.sum(dtype=torch.float64))
