@@ -383,7 +383,7 @@ def test_cli_converts_and_reports_errors(legacy_setup, tmp_path, caplog):
     out = tmp_path / "cli_out"
     caplog.set_level("INFO")
     assert cli(s["src"], out) == 0
-    assert "initialised to the mean" in caplog.text
+    assert "start at the mean" in caplog.text
     from safetensors.torch import load_file
 
     assert load_file(str(out / "model.safetensors"))["input_projector.weight"].dtype == torch.float32
