@@ -23,7 +23,7 @@ def normalize_legacy_caption(caption: str) -> str:
 
 class LegacyPairDataset(ConversationDataset):
     """A raw pair file (`cc3m.json`: `{caption, id, image_name}`; `webvid.json`: `video_name`; `audiocap.json`:
-    `audio_name`) read with the 2023 release's stage-1 / stage-2 text (spec §6.8), through the same code path.
+    `audio_name`) read with the 2023 release's stage-1 / stage-2 text, through the same code path.
 
     `task="comprehension"`: human ``<image> generate a caption`` → gpt caption (rendered by the `legacy` template as
     ``### Human: <Img><image></Img> generate a caption\\n### Assistant: caption\\n###``). `task="generation"`:
