@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from conftest import REPO, tiny_model_overrides
 from nextgpt.config import load_config
 from nextgpt.errors import DataError
-from nextgpt.model.summary import summarize
+from nextgpt.model.summary import format_table, summarize
 from nextgpt.stages import stage_preset
 
 
@@ -37,6 +37,7 @@ def test_tiny_legacy_stage_1_trains_the_whole_embedding_and_head(tiny_models, pa
     assert config.model.train_full_embeddings and config.train.optimizer_setup == "deepspeed"
     summary = summarize(config)
     assert summary["llm"].trainable == 2 * 1000 * 128 and summary["signal_rows"].trainable == 38 * 128 * 2
+    assert "whole input embedding and LM head train" in format_table(summary, config)
     trainer = Trainer(config)  # (it configures logging: attach the capture to its logger afterwards)
     logging.getLogger("nextgpt.train.trainer").addHandler(caplog.handler)
     caplog.set_level(logging.INFO)
@@ -64,6 +65,7 @@ def test_new_stages_do_not_train_the_whole_embedding(tiny_models):
         assert not config.model.train_full_embeddings
         assert "embeddings" not in stage_preset(stage).groups(config.model.train_full_embeddings)
         assert summarize(config)["llm"].trainable == 0
+        assert "whole input embedding" not in format_table(summarize(config), config)
     for stage in (1, 2, 3):  # every LEGACY stage trains them
         config = load_config(REPO / f"configs/stage_{stage}_legacy.yaml")
         assert "embeddings" in stage_preset(stage).groups(config.model.train_full_embeddings)
