@@ -122,6 +122,8 @@ class ModelConfig:
     max_length: int = _opt(2048, min=8, help="model_max_length: longest spliced sequence")
     signal_layout: str = _opt("new", choices=("new", "legacy"))
     layer_idx: int = _opt(-1, help="hidden-state layer fed to the output projectors (-1 = final norm)")
+    train_full_embeddings: bool = _opt(False, help="the whole input embedding and LM head train in every stage and "
+                                                   "are saved (LEGACY); false: only the registered tokens' rows")
     encoder: EncoderConfig = _opt(factory=EncoderConfig)
     input_projector: InputProjectorConfig = _opt(factory=InputProjectorConfig)
     output_projector: OutputProjectorConfig = _opt(factory=OutputProjectorConfig)
@@ -174,6 +176,9 @@ class DataConfig:
     image_aspect_ratio: str = _opt("pad", choices=("pad", "square"))
     max_media_per_sample: int = _opt(8, min=1)
     group_by_modality_length: bool = _opt(True)
+    sampler: str = _opt("modality_grouped", choices=("modality_grouped", "round_robin"),
+                        help="modality_grouped (NEW); round_robin (LEGACY): one dataset per batch, datasets in "
+                             "turn, each oversampled to the largest")
     num_workers: int = _opt(4, min=0)
     image_target: ImageTargetConfig = _opt(factory=ImageTargetConfig)
     video_target: VideoTargetConfig = _opt(factory=VideoTargetConfig)
@@ -229,6 +234,10 @@ class TrainConfig:
     min_lr_ratio: float = _opt(0.0, min=0.0, max=1.0,
                                help="cosine / linear decay ends at this fraction of each group's rate (MiniGPT-4's "
                                     "min_lr / init_lr)")
+    optimizer_setup: str = _opt("hf", choices=("hf", "deepspeed"),
+                                help="hf (NEW, HF Trainer): weight decay on matrices only, warmup ceil(ratio x "
+                                     "steps); deepspeed (LEGACY, DeepSpeed's Adam + WarmupDecayLR): weight decay "
+                                     "on every trainable parameter, warmup int(ratio x steps)")
     max_grad_norm: float = _opt(1.0, min=0.0, help="0 disables clipping")
     gradient_checkpointing: bool = _opt(True)
     save_steps: int = _opt(1000, min=1)

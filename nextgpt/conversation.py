@@ -1,16 +1,18 @@
 """Chat templates, prompt rendering, label masking and tokenization with media placeholders and signal spans.
 
-Rendering produces a list of segments `(text, supervised)`; the prompt is their concatenation. Tokenization
-then works on that one string (spec §1C.2, §6.6):
+Rendering produces a list of segments `(text, supervised, new_call)`; the prompt is their concatenation.
+Tokenization follows the reference token by token (`nextgpt/tokenization.py` has the tokenizer semantics):
 
 * `<image>` / `<video>` / `<audio>` in an unsupervised (human) segment become the placeholder ids −200 / −300 /
-  −400, which the model's splice replaces with projected encoder features;
+  −400, which the model's splice replaces with projected encoder features; like the reference, the text after a
+  placeholder is a new tokenizer call (its own dummy prefix), but without the reference's extra BOS after
+  `<video>` / `<audio>` (docs/deviations.md);
 * the same placeholders in a supervised (assistant) segment become signal-token spans, built explicitly from
   token ids (NEW: `<image_00> sep <image_01> …`, 2n−1 tokens; LEGACY: `[IMG0][IMG1]…`, n tokens), so the span
-  layout never depends on how a tokenizer treats whitespace (fixes spec §12.45);
-* the text between these atoms is tokenized piece by piece, as the reference does around placeholders, but
-  without the reference's extra BOS after `<video>` / `<audio>` (§12.14); a token is supervised when any of its
-  characters belongs to an assistant segment.
+  layout never depends on how a tokenizer treats whitespace; around them the text is tokenized as around the
+  reference's added signal tokens;
+* LEGACY templates also start a new call at every `new_call` segment (the 2023 code tokenized each prompt piece
+  separately); a token is supervised when any of its characters belongs to an assistant segment.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import copy
 import re
 from dataclasses import dataclass, field
 from enum import Enum, auto
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 from .constants import (
     IGNORE_INDEX,
@@ -31,6 +33,7 @@ from .constants import (
     PLACEHOLDER_TOKEN,
 )
 from .errors import DataError
+from .tokenization import encode_call
 
 
 class SepStyle(Enum):
@@ -43,7 +46,10 @@ class SepStyle(Enum):
     MINIGPT4 = auto()  # MiniGPT-4: "###Human: … ###Assistant: …###"
 
 
-Segment = tuple[str, bool]  # (text, supervised)
+class Segment(NamedTuple):
+    text: str
+    supervised: bool = False
+    new_call: bool = False  # LEGACY: the reference tokenized this piece with a call of its own
 
 
 @dataclass
@@ -62,6 +68,9 @@ class Conversation:
     media_wrap: tuple[str, str] | None = None
     # What follows a placeholder put in front of a user message that has none (MiniGPT-4's chat: a space).
     media_joiner: str = "\n"
+    # The 2023 release's tokenizer (transformers 4.29): a dummy prefix on every text piece, whitespace stripped
+    # around added tokens (nextgpt/tokenization.py).
+    legacy_tokenizer: bool = False
 
     def copy(self) -> "Conversation":
         return copy.deepcopy(self)
@@ -78,7 +87,7 @@ class Conversation:
 
         def add(text: str, supervised: bool = False) -> None:
             if text:
-                out.append((text, supervised))
+                out.append(Segment(text, supervised))
 
         if style is SepStyle.LLAMA_2:
             for i, (role, message) in enumerate(self.messages):
@@ -94,15 +103,20 @@ class Conversation:
                     add(f"{message} {self.sep2}", True)
             return out
 
-        if style is SepStyle.LEGACY:
+        if style is SepStyle.LEGACY:  # the pieces of the 2023 code (`prompt_wrap`, `build_one_instance_stage_*`)
+            human, assistant = self.roles
+            answer = f"\n### {assistant}: "
             for i, (role, message) in enumerate(self.messages):
-                if i % 2 == 0:
-                    add(("### " if i == 0 else " ") + f"{role}: {message}\n")
-                elif message is None:
-                    add(f"### {role}:")
-                else:
-                    add(f"### {role}: ")
-                    add(f"{message}\n###", True)
+                if message is None:
+                    continue  # a human piece already ends with the open "### Assistant: "
+                if i % 2:
+                    out.append(Segment(message + "\n###", True, True))
+                elif i > 0:
+                    out.append(Segment(f"{human}: {message}{answer}", False, True))
+                elif self.media_wrap is not None and message.startswith(self.media_wrap[0]):
+                    out.append(Segment(f"### {human}: {message}{answer}", False, True))  # "<Img>" media "</Img> …"
+                else:  # no media: "### Human: " and the turn are separate calls
+                    out += [Segment(f"### {human}: ", False, True), Segment(message + answer, False, True)]
             return out
 
         if style is SepStyle.MINIGPT4:
@@ -128,6 +142,11 @@ class Conversation:
             tag = role if style is SepStyle.MPT else f"{role}: "
             if message is None:
                 add(role if style is SepStyle.MPT else f"{role}:")
+            elif i % 2 and style is SepStyle.TWO:
+                # preprocess_v1 masks up to the colon: the lone "▁" before an answer that opens with a signal span
+                # is supervised
+                add(f"{role}:")
+                add(" " + message + end, True)
             elif i % 2:
                 add(tag)
                 add(message + end, True)
@@ -136,7 +155,7 @@ class Conversation:
         return out
 
     def get_prompt(self) -> str:
-        return "".join(text for text, _ in self.segments())
+        return "".join(seg.text for seg in self.segments())
 
 
 _V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
@@ -192,7 +211,7 @@ _mpt = Conversation("<|im_start|>system\nA conversation between a user and an LL
                     ("<|im_start|>user\n", "<|im_start|>assistant\n"), SepStyle.MPT, "<|im_end|>", None, "mpt")
 _plain = Conversation("", ("", ""), SepStyle.PLAIN, "\n", "\n", "plain")
 _legacy = Conversation("", ("Human", "Assistant"), SepStyle.LEGACY, "###", None, "legacy",
-                       media_wrap=(LEGACY_MEDIA_START, LEGACY_MEDIA_END))
+                       media_wrap=(LEGACY_MEDIA_START, LEGACY_MEDIA_END), legacy_tokenizer=True)
 # MiniGPT-4 (stage 2 and chat): no system text in training, an image as "<Img><ImageHere></Img>" (our <image>).
 _minigpt4 = Conversation("", ("Human", "Assistant"), SepStyle.MINIGPT4, "###", None, "minigpt4",
                          media_wrap=(LEGACY_MEDIA_START, LEGACY_MEDIA_END), media_joiner=" ")
@@ -385,14 +404,17 @@ class TokenizedExample:
 
 
 def tokenize_segments(segments: Iterable[Segment], tokenizer, signal: SignalVocab | None = None,
-                      add_bos: bool = True, where: str = "sample") -> TokenizedExample:
+                      add_bos: bool = True, where: str = "sample", legacy: bool = False) -> TokenizedExample:
     """Tokenize rendered segments: input placeholders → negative ids, output placeholders → signal spans,
-    labels = ids on supervised tokens and IGNORE_INDEX elsewhere."""
-    segments = list(segments)
-    text = "".join(t for t, _ in segments)
-    supervised = []
-    for seg_text, sup in segments:
-        supervised.extend([sup] * len(seg_text))
+    labels = ids on supervised tokens and IGNORE_INDEX elsewhere. `legacy`: the 2023 tokenizer's semantics."""
+    segments = [Segment(*seg) for seg in segments]
+    text = "".join(seg.text for seg in segments)
+    supervised: list[bool] = []
+    breaks: set[int] = set()  # char positions where a new tokenizer call starts
+    for seg in segments:
+        if seg.new_call:
+            breaks.add(len(supervised))
+        supervised.extend([seg.supervised] * len(seg.text))
 
     ids: list[int] = []
     labels: list[int] = []
@@ -402,15 +424,31 @@ def tokenize_segments(segments: Iterable[Segment], tokenizer, signal: SignalVoca
         ids.append(tokenizer.bos_token_id)
         labels.append(IGNORE_INDEX)
 
+    call: list = []  # text ranges and signal spans (id lists, with their modality) of the current call
+    modalities: list[str | None] = []
+
+    def flush() -> None:
+        for item, modality, tokens in zip(call, modalities, encode_call(tokenizer, text, call, legacy)):
+            if modality is not None:
+                spans.append(SignalSpan(modality, len(ids), len(ids) + len(item)))
+                ids.extend(item)
+                labels.extend(item)
+                continue
+            for tok, s, e in tokens:
+                sup = any(supervised[s:e]) if e > s else supervised[min(s, len(text) - 1)]
+                ids.append(tok)
+                labels.append(tok if sup else IGNORE_INDEX)
+        call.clear()
+        modalities.clear()
+
     def add_text(start: int, end: int) -> None:
-        if start >= end:
-            return
-        enc = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True)
-        for tok, (s, e) in zip(enc["input_ids"], enc["offset_mapping"]):
-            s, e = start + s, start + e
-            sup = any(supervised[s:e]) if e > s else supervised[min(s, end - 1)]
-            ids.append(tok)
-            labels.append(tok if sup else IGNORE_INDEX)
+        for cut in sorted(b for b in breaks if start <= b <= end) + [end]:
+            if cut > start:
+                call.append((start, cut))
+                modalities.append(None)
+            if cut in breaks:
+                flush()
+            start = cut
 
     pos = 0
     for match in _PLACEHOLDER_RE.finditer(text):
@@ -419,26 +457,26 @@ def tokenize_segments(segments: Iterable[Segment], tokenizer, signal: SignalVoca
         if supervised[match.start()]:
             if signal is None:
                 raise DataError(f"{where}: {match.group(0)} in an assistant turn needs signal tokens")
-            span = signal.span(modality)
-            spans.append(SignalSpan(modality, len(ids), len(ids) + len(span)))
-            ids.extend(span)
-            labels.extend(span)
+            call.append(signal.span(modality))
+            modalities.append(modality)
         else:
+            flush()  # the reference tokenizes the text on either side of an input placeholder separately
             input_media.append(modality)
             ids.append(PLACEHOLDER_ID[modality])
             labels.append(IGNORE_INDEX)
         pos = match.end()
     add_text(pos, len(text))
+    flush()
     return TokenizedExample(ids, labels, input_media, spans)
 
 
 def tokenize_prompt(text: str, tokenizer, add_bos: bool = True) -> list[int]:
     """Text with `<image>` / `<video>` / `<audio>` placeholders → ids with −200 / −300 / −400 (spec §1C.2)."""
-    return tokenize_segments([(text, False)], tokenizer, add_bos=add_bos).input_ids
+    return tokenize_segments([Segment(text)], tokenizer, add_bos=add_bos).input_ids
 
 
 def tokenize_conversation(template: str, turns: Sequence[dict], tokenizer, signal: SignalVocab | None,
                           add_generation_prompt: bool = False, where: str = "sample") -> TokenizedExample:
     """Reference-format turns → ids and labels (only assistant content and its end separator supervised)."""
     conv = build_conversation(template, turns, add_generation_prompt, where)
-    return tokenize_segments(conv.segments(), tokenizer, signal, where=where)
+    return tokenize_segments(conv.segments(), tokenizer, signal, where=where, legacy=conv.legacy_tokenizer)

@@ -1,21 +1,24 @@
-"""Which parameters train in each stage: the one table per recipe (`train.recipe`).
+"""Which parameters train in each stage: the one table per recipe (`train.recipe`), with the reference's fixes.
 
-NExT-GPT (spec §5, with its fixes):
+NExT-GPT:
 
-| stage | input projector | output projectors | signal-token rows | LoRA |
-|-------|-----------------|-------------------|-------------------|------|
-| 1     | yes             | no                | no                | no   |
-| 2     | no              | all three         | yes               | no   |
-| 3     | yes             | all three         | yes               | yes  |
+| stage | input projector | output projectors | signal-token rows | LoRA | whole embedding + LM head |
+|-------|-----------------|-------------------|-------------------|------|---------------------------|
+| 1     | yes             | no                | no                | no   | if `model.train_full_embeddings` |
+| 2     | no              | all three         | yes               | no   | if `model.train_full_embeddings` |
+| 3     | yes             | all three         | yes               | yes  | if `model.train_full_embeddings` |
+
+`model.train_full_embeddings` is on in the LEGACY configs: the 2023 release resized the embedding after freezing
+the LLM, and transformers 4.29's resize built new, trainable modules, so the whole input embedding and LM head
+(all 32 038 rows, signal rows included) trained in every stage. With it on, the signal-token rows train in every
+stage too (they are rows of those matrices). NEW configs leave it off. What the NEW reference trains instead:
+stages 1 and 2 also train the whole embedding and LM-head matrices (original rows drift, docs/deviations.md);
+stage 2 trains only the audio output projector; stage 3 trains nothing at all.
 
 MiniGPT-4 (Zhu et al. 2023): both stages train only the projection (`llama_proj`, our linear input projector);
 stage 1 pretrains on image-caption pairs, stage 2 fine-tunes on its conversation-format image descriptions.
 
-The table holds for both layouts. What the reference trains instead:
-- NEW stage 1 and 2 also train the *whole* embedding and LM-head matrices (§12.34); stage 2 trains only the audio
-  output projector (§12.4); stage 3 trains nothing at all (§12.5).
-- LEGACY matches the table except that its signal-token rows are never trained (§12.47).
-The ImageBind encoder, the LLM base weights and the decoders never train.
+The ImageBind encoder, the LLM's other weights and the decoders never train.
 """
 from __future__ import annotations
 
@@ -32,12 +35,14 @@ class StagePreset:
     signal_rows: bool
     lora: bool
 
-    def groups(self) -> list[str]:
-        """The parameter-group names (NextGPTModel.parameter_groups) that train."""
+    def groups(self, full_embeddings: bool = False) -> list[str]:
+        """The parameter-group names (NextGPTModel.parameter_groups) that train; `full_embeddings`: the config's
+        `model.train_full_embeddings` (adds the whole embedding and LM head, signal rows included)."""
         names = ["input_projector"] if self.input_projector else []
         names += [f"output_projector.{m}" for m in MODALITIES] if self.output_projectors else []
-        names += ["signal_rows"] if self.signal_rows else []
+        names += ["signal_rows"] if self.signal_rows or full_embeddings else []
         names += ["lora"] if self.lora else []
+        names += ["embeddings"] if full_embeddings else []
         return names
 
 
@@ -72,7 +77,8 @@ def apply_stage_preset(model, stage: int, recipe: str = "nextgpt") -> dict[str, 
     if preset.lora and not groups["lora"]:
         raise ConfigError(f"stage {stage} trains LoRA, but the model has no LoRA adapter attached")
     model.requires_grad_(False)
-    trainable = {name: groups[name] for name in preset.groups() if groups[name]}
+    wanted = preset.groups(model.config.train_full_embeddings)
+    trainable = {name: groups[name] for name in wanted if groups[name]}
     for params in trainable.values():
         for p in params:
             p.requires_grad_(True)

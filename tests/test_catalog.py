@@ -9,7 +9,8 @@ import pytest
 from nextgpt.dataset import catalog
 from nextgpt.dataset.mixture import resolve_params
 from nextgpt.dataset.caption_pairs import CaptionPairDataset
-from nextgpt.dataset.json_datasets import ConversationDataset, LegacyPairDataset
+from nextgpt.dataset.json_datasets import ConversationDataset
+from nextgpt.dataset.legacy_pairs import LegacyPairDataset
 from nextgpt.errors import ConfigError
 
 REFERENCE_NAMES = {
@@ -27,7 +28,11 @@ def _paths(entry: catalog.CatalogEntry) -> dict[str, str]:
 def test_every_reference_dataset_has_an_entry():
     assert REFERENCE_NAMES <= set(catalog.CATALOG)
     legacy = {n for n in catalog.CATALOG if n.endswith("_legacy")}
-    assert legacy == {f"{d}_{k}_legacy" for d in ("cc3m", "webvid", "audiocap") for k in ("enc", "dec")}
+    assert legacy == {f"{d}_{k}_legacy" for d in ("cc3m", "webvid", "audiocap") for k in ("enc", "dec")} | {
+        "image_instruction_legacy"}
+    # LEGACY image targets are SD-1.5 embeddings (77x768): never the NEW SD-2 folders
+    assert catalog.CATALOG["cc3m_dec_legacy"].params["embed_folder"] == "embed_sd15"
+    assert catalog.CATALOG["image_instruction_legacy"].params["embed_folder"] == "it/embed_sd15"
 
 
 @pytest.mark.parametrize("name", sorted(catalog.CATALOG))

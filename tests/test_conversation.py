@@ -71,7 +71,8 @@ def supervised_runs(tok, example) -> list[str]:
             "helpful and honest answers.<|im_end|><|im_start|>user\nhi<|im_end|><|im_start|>assistant\nhello"
             "<|im_end|><|im_start|>user\nagain<|im_end|><|im_start|>assistant\nbye<|im_end|>",
      ["hello<|im_end|>", "bye<|im_end|>"]),
-    ("legacy", "### Human: hi\n### Assistant: hello\n### Human: again\n### Assistant: bye\n###",
+    # LEGACY: the concatenated pieces of the 2023 code; each piece is tokenized with its own dummy prefix
+    ("legacy", "### Human: hi\n### Assistant: hello\n###Human: again\n### Assistant: bye\n###",
      ["hello\n###", "bye\n###"]),
 ])
 def test_templates_render_and_mask(tok, template, prompt, runs):
@@ -103,7 +104,7 @@ def test_generation_prompt_ends_with_open_assistant_turn():
     assert build_conversation("v1", TWO_ROUNDS[:1], add_generation_prompt=True).get_prompt() == \
         f"{V1_SYSTEM} USER: hi ASSISTANT:"
     assert build_conversation("legacy", TWO_ROUNDS[:1], add_generation_prompt=True).get_prompt() == \
-        "### Human: hi\n### Assistant:"
+        "### Human: hi\n### Assistant: "
 
 
 def test_turns_must_alternate_and_leading_gpt_turn_is_dropped():

@@ -130,8 +130,10 @@ def test_new_stage_3_import_loads_with_equal_tensors(new_setup):
     assert report.mapped["input_projector"] == len(s["inp"])
     assert report.mapped["lora"] == len(s["adapter"])
     assert "source tokenizer" in " ".join(report.notes)
-    assert "not imported" in report.signal_rows["signal_rows.embed"]  # §12.34: only the signal rows are imported
-    assert "rows differ from the base LLM" in report.signal_rows["signal_rows.embed"]
+    info = report.embeddings["signal_rows.embed"]  # NEW config: only the registered rows are imported
+    assert info["rows_from_source"] == len(s["model"].signal_token_ids)
+    assert info["original_rows_changed"] == info["original_rows"] == 1000  # every original row drifted
+    assert 0 < info["original_rows_mean_abs_diff"] < info["original_rows_max_abs_diff"]
     assert {"adapter", "config.yaml", "conversion.json", "model.safetensors", "tokenizer_config.json"} <= {
         p.name for p in out.iterdir()}
 
@@ -264,8 +266,11 @@ def test_legacy_import_loads_with_equal_tensors(legacy_setup, tiny_models):
     assert report.lora == {"r": 4, "alpha": s["cfg"].model.lora.alpha, "dropout": 0.1, "bias": "none",
                            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
     assert any("r=4" in n for n in report.notes)
-    # LEGACY never saved signal rows (§12.47): they start at the mean of the base rows, and the report says so
-    assert "mean" in report.signal_rows["signal_rows.embed"] and "mean" in report.signal_rows["signal_rows.lm_head"]
+    # a source without the matrices: the registered rows start at the mean of the base rows, the report says so,
+    # and the converted config falls back to signal rows only
+    for key in ("signal_rows.embed", "signal_rows.lm_head"):
+        assert report.embeddings[key]["rows_mean_initialised"] == 38 and "mean" in report.embeddings[key]["note"]
+    assert any("train_full_embeddings set to false" in n for n in report.notes)
 
     loaded = NextGPTModel.from_pretrained(out)
     assert loaded.config.lora.r == 4 and loaded.config.signal_layout == "legacy"
@@ -307,7 +312,7 @@ def test_legacy_embedding_rows_by_source_tokenizer(legacy_setup, tmp_path, peft_
     src_tok.save_pretrained(str(src))
     report = convert_checkpoint("legacy", [src], s["cfg"], tmp_path / "out")
     assert not report.problems
-    assert "source tokenizer" in report.signal_rows["signal_rows.embed"]
+    assert report.embeddings["embeddings.embed"]["row_ids"] == "from the source tokenizer"
     loaded = NextGPTModel.from_pretrained(tmp_path / "out")
     ours = loaded.tokenizer.convert_ids_to_tokens(sorted(loaded.signal_token_ids))
     src_ids = torch.tensor(src_tok.convert_tokens_to_ids(ours))
@@ -315,6 +320,7 @@ def test_legacy_embedding_rows_by_source_tokenizer(legacy_setup, tmp_path, peft_
     e, h = loaded.signal_rows()
     assert torch.equal(e.rows, embed.half()[src_ids].float())
     assert torch.equal(h.rows, head.half()[src_ids].float())
+    assert torch.equal(e.base.weight[:1000], embed.half()[:1000].float())  # the whole matrices came along
 
 
 def _broken(setup, tmp_path: Path, edit) -> Path:
@@ -377,7 +383,7 @@ def test_cli_converts_and_reports_errors(legacy_setup, tmp_path, caplog):
     out = tmp_path / "cli_out"
     caplog.set_level("INFO")
     assert cli(s["src"], out) == 0
-    assert "initialised to the mean" in caplog.text
+    assert "start at the mean" in caplog.text
     from safetensors.torch import load_file
 
     assert load_file(str(out / "model.safetensors"))["input_projector.weight"].dtype == torch.float32
@@ -388,3 +394,64 @@ def test_cli_converts_and_reports_errors(legacy_setup, tmp_path, caplog):
     caplog.clear()
     assert cli(_broken(s, tmp_path, lambda st: st.pop("llama_proj.weight")), tmp_path / "o2") == 2
     assert "llama_proj.weight" in caplog.text
+
+
+# ------------------------------------------------------------------------- LEGACY whole embedding / LM head
+
+
+def test_legacy_full_matrices_convert_and_drive_predict_and_merge(legacy_setup, tmp_path):
+    """LEGACY trained (and saved) the whole embedding and LM head: the converted model uses every row."""
+    from nextgpt.model.merge import merge_checkpoint
+
+    s = legacy_setup
+    embed, head = _full_matrices(s["model"], seed=21)  # original rows perturbed too
+    embed, head = embed.half(), head.half()  # as the release stores them
+    src = tmp_path / "7b_tiva_v0"
+    src.mkdir()
+    torch.save(_legacy_state(s["model"], embed, head), src / "pytorch_model.pt")
+    report = convert_checkpoint("legacy", [src], s["cfg"], tmp_path / "out")
+    assert not report.problems
+    info = report.embeddings["embeddings.embed"]
+    assert info["rows_from_source"] == 1038 and info["original_rows_changed"] == 1000
+    written = json.loads((tmp_path / "out" / "conversion.json").read_text())["embeddings"]
+    assert written["embeddings.lm_head"]["original_rows_max_abs_diff"] > 0
+
+    loaded = NextGPTModel.from_pretrained(tmp_path / "out")
+    assert loaded.config.train_full_embeddings
+    ids = torch.arange(1038)[None]
+    assert torch.equal(loaded.embed_tokens(ids)[0], embed.float())
+    with torch.no_grad():
+        out = loaded.base_llm(input_ids=ids[:, :40], output_hidden_states=True)
+    assert torch.allclose(out.logits[0], out.hidden_states[-1][0] @ head.float().T, atol=1e-5, rtol=1e-5)
+
+    merged = merge_checkpoint(tmp_path / "out", tmp_path / "merged")
+    from transformers import LlamaForCausalLM
+
+    llm = LlamaForCausalLM.from_pretrained(str(merged / "llm"))
+    assert torch.equal(llm.get_input_embeddings().weight, embed.float())
+    assert torch.equal(llm.get_output_embeddings().weight, head.float())
+
+
+def test_legacy_mean_rows_never_generate_img_tags(legacy_setup, tmp_path):
+    """Without the matrices every registered row is the same mean row: tied logits must not pick <Img>."""
+    from nextgpt.generation import NextGPTGenerator
+
+    s = legacy_setup
+    out = tmp_path / "out"
+    convert_checkpoint("legacy", [s["src"]], s["cfg"], out)
+    gen = NextGPTGenerator.from_pretrained(out)
+    tags = set(gen.model.tokenizer.convert_tokens_to_ids(["<Img>", "</Img>"]))
+    registered = sorted(gen.model.signal_token_ids)
+    head = gen.model.signal_rows()[1]
+    assert torch.equal(head.rows, head.rows[:1].expand_as(head.rows))  # tied
+
+    def tie_on_top(step, logits):  # the tied registered rows win, as when the LLM likes the mean row
+        logits = logits.clone()
+        logits[:, registered] = logits.max() + 1.0
+        return logits
+
+    assert min(registered) in tags  # so a plain argmax over the tie would pick <Img>
+    result = gen.generate("Describe a red circle.", max_new_tokens=40, logits_hook=tie_on_top)
+    assert not tags & set(result.token_ids) and result.token_ids[0] not in tags
+    plain = gen.generate("Describe a red circle.", max_new_tokens=20)
+    assert not tags & set(plain.token_ids)

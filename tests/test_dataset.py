@@ -517,6 +517,9 @@ def synthetic_root(tmp_path_factory, tiny_models):
             ("T_X_pair_data/audiocap/audiocap_generation.json", "audio", "embed")]
     jobs += [(f"IT_data/T-T+X_data/{m}_instruction_tuning.json", m, "it/embed") for m in decoders]
     jobs += [("IT_data/MosIT_data/mosit_instruction_tuning.json", m, "it/embed") for m in decoders]
+    # LEGACY's image embeddings have their own folders (SD-1.5 at 7B)
+    jobs += [("T_X_pair_data/cc3m/cc3m.json", "image", "embed_sd15"),
+             ("IT_data/T-T+X_data/image_instruction_tuning.json", "image", "it/embed_sd15")]
     for data, modality, folder in jobs:
         precompute_caption_embeddings(root / data, modality, decoders[modality], root / folder, device="cpu")
     return root

@@ -236,7 +236,7 @@ def _mean_loss(config, weights: Path | None) -> float:
     dataset, _, _ = build_train_dataset(config.data, model.tokenizer, model.signal, config.model.template,
                                         max_length=config.model.max_length, media_tokens={m: tokens for m in
                                                                                           ("image", "video", "audio")},
-                                        encoder=config.model.encoder.kind)
+                                        model_config=config.model)
     losses = []
     with torch.no_grad():
         for batch in DataLoader(dataset, batch_size=8, collate_fn=DataCollator.from_tokenizer(model.tokenizer)):

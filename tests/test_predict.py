@@ -141,7 +141,7 @@ def test_legacy_checkpoint_converts_and_predicts(tiny_models, picture, tmp_path)
         for name, p in source.llm.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.02)
-    # the reference's LEGACY file: projectors + LoRA under its key names, no signal rows (never trained, §12.47)
+    # a LEGACY file with projectors + LoRA under the reference's key names and no embedding / LM-head matrices
     state = {_legacy_name(k): v for k, v in source.trainable_state_dict().items() if not k.startswith("signal_rows")}
     for k, v in get_peft_model_state_dict(source.llm, save_embedding_layers=False).items():
         state["llama_model." + k[:-len(".weight")] + ".default.weight"] = v.clone()

@@ -120,7 +120,9 @@ def test_stage_3_legacy_counts_are_the_reference_architecture(stage_3_legacy):
     assert s["output_projector.image"].params == transformer_projector(768, 77) == 31_958_784
     assert s["output_projector.video"].params == transformer_projector(1024, 77)
     assert s["output_projector.audio"].params == transformer_projector(512, 1)
-    assert s["total"].trainable == (4_198_400 + 33_554_432 + 38 * H * 2 + transformer_projector(768, 77)
+    # as the release: the whole embedding and LM head train too (32 000 original rows of each + the 38 new ones)
+    assert s["llm"].trainable == 2 * 32000 * H == 262_144_000
+    assert s["total"].trainable == (4_198_400 + 33_554_432 + 2 * 32038 * H + transformer_projector(768, 77)
                                     + transformer_projector(1024, 77) + transformer_projector(512, 1))
 
 
@@ -151,6 +153,8 @@ def test_stage_3_legacy_config_values():
         "fp16", 5e-4, 0.9, 0.95, 1e-8, 0.001)
     assert (t.scheduler, t.warmup_ratio, t.min_warmup_steps, t.micro_batch_size, t.seed) == (
         "linear", 0.1, 10, 1, 13)
+    assert (m.train_full_embeddings, t.optimizer_setup, cfg.data.sampler) == (True, "deepspeed", "round_robin")
+    assert "image_instruction_legacy" in cfg.data.datasets  # SD-1.5 caption embeddings
     assert t.losses.video.caption_weight == 2.0 and t.losses.image.caption_weight == 1.0
     assert t.losses.image.denoise_weight == t.losses.video.denoise_weight == t.losses.audio.denoise_weight == 0.0
     new = load_config(REPO / "configs/stage_3.yaml").train

@@ -22,9 +22,11 @@ _EXPORTS = {
                 "load_catalog_file", "register"),
     "collator": ("FORWARD_KEYS", "DataCollator", "SkipStats", "is_empty_batch", "model_inputs"),
     "json_datasets": ("SKIP_BAD_MEDIA", "SKIP_MISSING_MEDIA", "SKIP_TOO_LONG", "ConversationDataset",
-                      "LegacyPairDataset", "SampleOptions", "SkippedSample"),
+                      "SampleOptions", "SkippedSample"),
+    "legacy_pairs": ("LegacyPairDataset",),
     "embeddings": ("embedding_file_name", "embedding_path", "precompute_caption_embeddings"),
     "sampler": ("ModalityGroupedBatchSampler",),
+    "round_robin": ("RoundRobinBatchSampler",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

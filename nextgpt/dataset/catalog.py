@@ -42,7 +42,7 @@ __all__ = [
 
 CONVERSATION_DATASET = "nextgpt.dataset.json_datasets.ConversationDataset"
 CAPTION_PAIR_DATASET = "nextgpt.dataset.caption_pairs.CaptionPairDataset"
-LEGACY_PAIR_DATASET = "nextgpt.dataset.json_datasets.LegacyPairDataset"
+LEGACY_PAIR_DATASET = "nextgpt.dataset.legacy_pairs.LegacyPairDataset"
 LEGACY_PROMPT = "generate a caption"  # the 2023 release's stage-1 prompt (its config key `prompt`)
 
 
@@ -92,6 +92,10 @@ _MOSIT = "IT_data/MosIT_data"
 _TX2T = "IT_data/T+X-T_data"
 _EMBED = "embed"  # caption embeddings of the pair data (the reference's data/embed)
 _IT_EMBED = "it/embed"  # caption embeddings of the instruction data (the reference's data/it/embed)
+# LEGACY decodes images with SD-1.5, whose caption embeddings are (77, 768), not SD-2's (77, 1024): their own folders.
+# (Its video and audio embeddings have the NEW widths, ZeroScope 1024 / AudioLDM 512, and share the NEW folders.)
+_EMBED_SD15 = "embed_sd15"
+_IT_EMBED_SD15 = "it/embed_sd15"
 
 CATALOG: dict[str, CatalogEntry] = {
     # ---- stage 1, encoding side: X -> text captions (comprehension files) --------------------------------------
@@ -129,7 +133,7 @@ CATALOG: dict[str, CatalogEntry] = {
     "videochat_instruction": conversation_data(f"{_TX2T}/videochat/videochat.json",
                                                video_folder=f"{_TX2T}/videochat/video",
                                                description="VideoChat: video + text -> text"),
-    # ---- LEGACY (2023 release, spec §6.8): the raw pair files with the legacy stage-1/2 text -------------------
+    # ---- LEGACY (2023 release): the raw pair files with the legacy stage-1/2 text ------------------------------
     "cc3m_enc_legacy": legacy_pair_data(f"{_PAIRS}/cc3m/cc3m.json", modality="image", task="comprehension",
                                         media_folder=f"{_PAIRS}/cc3m/images"),
     "webvid_enc_legacy": legacy_pair_data(f"{_PAIRS}/webvid/webvid.json", modality="video", task="comprehension",
@@ -137,12 +141,17 @@ CATALOG: dict[str, CatalogEntry] = {
     "audiocap_enc_legacy": legacy_pair_data(f"{_PAIRS}/audiocap/audiocap.json", modality="audio",
                                             task="comprehension", media_folder=f"{_PAIRS}/audiocap/audios"),
     "cc3m_dec_legacy": legacy_pair_data(f"{_PAIRS}/cc3m/cc3m.json", modality="image", task="generation",
-                                        media_folder=f"{_PAIRS}/cc3m/images", embed_folder=_EMBED),
+                                        media_folder=f"{_PAIRS}/cc3m/images", embed_folder=_EMBED_SD15,
+                                        description="SD-1.5 caption embeddings (77x768) in embed_sd15/"),
     "webvid_dec_legacy": legacy_pair_data(f"{_PAIRS}/webvid/webvid.json", modality="video", task="generation",
                                           media_folder=f"{_PAIRS}/webvid/videos", embed_folder=_EMBED),
     "audiocap_dec_legacy": legacy_pair_data(f"{_PAIRS}/audiocap/audiocap.json", modality="audio",
                                             task="generation", media_folder=f"{_PAIRS}/audiocap/audios",
                                             embed_folder=_EMBED),
+    # LEGACY stage 3 reads the NEW instruction files; only its image targets differ (SD-1.5, 77x768)
+    "image_instruction_legacy": conversation_data(f"{_T2X}/image_instruction_tuning.json",
+                                                  embed_folder=_IT_EMBED_SD15,
+                                                  description="T-T+X: text -> text + image, SD-1.5 embeddings"),
     # ---- MiniGPT-4 (configs/minigpt4_stage_*.yaml): stage-1 pairs, stage-2 curated descriptions ----------------
     "cc3m_pairs_minigpt4": caption_pair_data(f"{_PAIRS}/cc3m/cc3m.json", image_folder=f"{_PAIRS}/cc3m/images",
                                              task="pretrain", description="CC3M image-caption pairs, MiniGPT-4 "

@@ -1,4 +1,4 @@
-"""Training samples from reference-format JSON files (NEW schema, spec §6.2; LEGACY pair files, §6.8).
+"""Training samples from reference-format JSON files (NEW schema; the LEGACY pair files: `legacy_pairs.py`).
 
 One class, :class:`ConversationDataset`, serves every NEW file (comprehension, generation, T-T+X, MosIT, LLaVA,
 Alpaca, VideoChat): a sample is a ``conversations`` list plus optional media and caption fields. Placeholders in
@@ -55,13 +55,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ConversationDataset",
-    "LegacyPairDataset",
     "SampleOptions",
     "SkippedSample",
     "SKIP_BAD_MEDIA",
     "SKIP_MISSING_MEDIA",
     "SKIP_TOO_LONG",
-    "normalize_legacy_caption",
 ]
 
 # Why a sample was skipped (keys of the per-epoch summary).
@@ -103,6 +101,10 @@ class SampleOptions:
     image_target: Mapping[str, Any] = field(default_factory=dict)  # load_target_image keyword arguments
     video_target: Mapping[str, Any] = field(default_factory=dict)
     audio_target: Mapping[str, Any] = field(default_factory=dict)
+    # Per modality: the width the model's output projector gives its decoder (model.<m>.out_features) and the
+    # decoder; caption embeddings of another width stop the run when the dataset is built.
+    caption_widths: Mapping[str, int] | None = None
+    caption_decoders: Mapping[str, str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.template not in TEMPLATES:
@@ -130,9 +132,17 @@ class SampleOptions:
     @classmethod
     def from_config(cls, data_config: Any, template: str, max_length: int | None = None,
                     media_tokens: Mapping[str, int] | None = None,
-                    targets: Iterable[str] = (), encoder: str = "imagebind") -> "SampleOptions":
-        """Options from a `DataConfig` (nextgpt/config.py) plus what the model decides."""
+                    targets: Iterable[str] = (), model_config: Any = None) -> "SampleOptions":
+        """Options from a `DataConfig` (nextgpt/config.py) plus what the model decides (`model_config`: the
+        `ModelConfig`, for the encoder's preprocessing and the caption-embedding widths)."""
+        widths = decoders = None
+        encoder = "imagebind"
+        if model_config is not None:
+            widths = {m: model_config.output(m).out_features for m in MODALITIES}
+            decoders = {m: model_config.output(m).decoder for m in MODALITIES}
+            encoder = model_config.encoder.kind
         return cls(template=template, caption_embeddings=data_config.caption_embeddings, targets=tuple(targets),
+                   caption_widths=widths, caption_decoders=decoders,
                    image_aspect_ratio=data_config.image_aspect_ratio, encoder=encoder,
                    max_media_per_sample=data_config.max_media_per_sample, max_length=max_length,
                    media_tokens=media_tokens, strict=data_config.strict,
@@ -203,6 +213,7 @@ class ConversationDataset(Dataset):
         self.seed, self.epoch = 0, 0  # random draws of sample i come from (seed, epoch, i): see set_epoch
         records = self._read_records()
         self.items = [self._parse(record, i) for i, record in enumerate(records)]
+        self._check_embedding_widths()
         logger.info("dataset %s: %d samples from %s", self.name, len(self.items), self.data_path)
 
     def set_epoch(self, epoch: int, seed: int = 0) -> None:
@@ -301,6 +312,27 @@ class ConversationDataset(Dataset):
             if self.signal is not None and n_out[m]:
                 length += n_out[m] * (self.signal.span_length(m) - 1)
         return _Item(turns, inputs, outputs, embeddings, captions, n_out, key, max(1, length))
+
+    def _check_embedding_widths(self) -> None:
+        """The first caption embedding of each modality must be as wide as the model's decoder conditioning (a
+        file from another decoder's text encoder, e.g. SD-2's 1024 for LEGACY's SD-1.5 768, fails here, naming the
+        command that recomputes it, rather than as a reshape error at the first batch)."""
+        widths = self.options.caption_widths
+        if not widths or self.options.caption_embeddings != "cache" or self.embed_folder is None:
+            return
+        for m in MODALITIES:
+            name = next((item.embeddings[m][0] for item in self.items if item.embeddings[m]), None)
+            path = embedding_path(self.embed_folder, name) if name is not None else None
+            if path is None or not path.is_file():
+                continue  # a missing file is reported when its sample is read
+            width = load_caption_embedding(path, str(self.data_path)).shape[-1]
+            if width != widths[m]:
+                decoder = (self.options.caption_decoders or {}).get(m) or "<the " + m + " decoder>"
+                raise DataError(
+                    f"{path}: {m} caption embedding of width {width}, but the configured {m} decoder is conditioned "
+                    f"on width {widths[m]} (model.{m}.out_features, decoder {decoder}); the embeddings come from "
+                    f"another decoder's text encoder. Recompute them: python preprocess_embeddings.py --data "
+                    f"{self.data_path} --modality {m} --decoder {decoder} --output-dir {self.embed_folder}")
 
     # --------------------------------------------------------------------------------------------- properties
 
@@ -443,55 +475,3 @@ class ConversationDataset(Dataset):
             reason = SKIP_MISSING_MEDIA if not os.path.exists(err.path) else SKIP_BAD_MEDIA
             return self._skip(index, reason, str(err), err)
         return sample
-
-
-# ------------------------------------------------------------------------------------------------------ LEGACY
-
-_LEGACY_STRIP = re.compile(r"[\"()*#:;~]")
-
-
-def normalize_legacy_caption(caption: str) -> str:
-    """The 2023 release's `process_caption`: lower case, `" ( ) * # : ; ~` → space, whitespace runs collapsed."""
-    return " ".join(_LEGACY_STRIP.sub(" ", caption.lower()).split())
-
-
-class LegacyPairDataset(ConversationDataset):
-    """A raw pair file (`cc3m.json`: `{caption, id, image_name}`; `webvid.json`: `video_name`; `audiocap.json`:
-    `audio_name`) read with the 2023 release's stage-1 / stage-2 text (spec §6.8), through the same code path.
-
-    `task="comprehension"`: human ``<image> generate a caption`` → gpt caption (rendered by the `legacy` template as
-    ``### Human: <Img><image></Img> generate a caption\\n### Assistant: caption\\n###``). `task="generation"`:
-    human caption → gpt ``caption<image>`` (signal tokens straight after the caption, as the release trained),
-    caption embedding ``<media name>.npy``. The conversation text uses the release's normalised caption
-    (`normalize_caption`), the caption embeddings / online captions the raw one, as the release did.
-    """
-
-    def __init__(self, data_path: str | os.PathLike, tokenizer: Any, signal: SignalVocab | None,
-                 options: SampleOptions | None = None, *, modality: str, task: str, prompt: str = "generate a caption",
-                 normalize_caption: bool = True, **kwargs: Any) -> None:
-        if modality not in MODALITIES:
-            raise ConfigError(f"legacy pair data: modality must be one of {MODALITIES}, got {modality!r}")
-        if task not in ("comprehension", "generation"):
-            raise ConfigError(f"legacy pair data: task must be 'comprehension' or 'generation', got {task!r}")
-        self.modality, self.task, self.prompt, self.normalize_caption = modality, task, prompt, normalize_caption
-        super().__init__(data_path, tokenizer, signal, options, **kwargs)
-
-    def _read_records(self) -> list[Any]:
-        m, token = self.modality, PLACEHOLDER_TOKEN[self.modality]
-        records = []
-        for i, row in enumerate(read_json_list(self.data_path)):
-            where = f"{self.data_path} sample {i}"
-            if not isinstance(row, dict) or not isinstance(row.get(f"{m}_name"), str) \
-                    or not isinstance(row.get("caption"), str):
-                raise DataError(f"{where}: a {m} pair needs string fields '{m}_name' and 'caption'")
-            name, caption = row[f"{m}_name"], row["caption"]
-            text = normalize_legacy_caption(caption) if self.normalize_caption else caption.strip()
-            if self.task == "comprehension":
-                records.append({f"input_{m}": name, "conversations": [
-                    {"from": "human", "value": f"{token} {self.prompt}"}, {"from": "gpt", "value": text}]})
-            else:
-                records.append({f"output_{m}": name, f"{m}_captions": caption,
-                                f"{m}_caption_embeddings": f"{name}.npy", "conversations": [
-                                    {"from": "human", "value": text}, {"from": "gpt", "value": f"{text}{token}"}]})
-        return records
-

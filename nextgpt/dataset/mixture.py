@@ -83,14 +83,15 @@ def build_dataset(name: str, data_config: Any, tokenizer: Any, signal: SignalVoc
 
 def build_train_dataset(data_config: Any, tokenizer: Any, signal: SignalVocab | None, template: str,
                         max_length: int | None = None, media_tokens: Mapping[str, int] | None = None,
-                        target_modalities: Iterable[str] = (), encoder: str = "imagebind"
+                        target_modalities: Iterable[str] = (), model_config: Any = None,
                         ) -> tuple[NextGPTConcatDataset, list[str], list[int]]:
     """The datasets named in `data_config.datasets`, concatenated, with the per-sample modality keys and length
     estimates for `ModalityGroupedBatchSampler`.
 
     `template`: conversation template (model.template); `max_length`: model.max_length; `media_tokens`: LLM tokens
     per input item and modality after the input projector; `target_modalities`: modalities whose `output_*` media
-    are loaded as decoder targets (those with a denoising loss); `encoder`: model.encoder.kind (input preprocessing).
+    are loaded as decoder targets (those with a denoising loss); `model_config`: the `ModelConfig`, whose encoder
+    kind decides the input preprocessing and whose output widths the caption embeddings must match.
     """
     names = list(data_config.datasets)
     if not names:
@@ -104,7 +105,8 @@ def build_train_dataset(data_config: Any, tokenizer: Any, signal: SignalVocab | 
     if relative and not root.is_dir():
         raise ConfigError(f"data.root: {root} is not a directory, but {', '.join(relative)} read files below it "
                           "(see data/README.md to prepare the data)")
-    options = SampleOptions.from_config(data_config, template, max_length, media_tokens, target_modalities, encoder)
+    options = SampleOptions.from_config(data_config, template, max_length, media_tokens, target_modalities,
+                                        model_config)
     datasets = [build_dataset(name, data_config, tokenizer, signal, options, catalog) for name in names]
     concat = NextGPTConcatDataset(datasets, names)
     logger.info("training data: %s", ", ".join(f"{n} ({len(d)})" for n, d in zip(names, datasets)))

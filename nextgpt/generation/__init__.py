@@ -13,7 +13,8 @@ The pieces, in order:
    recomputes the whole sequence every step (same tokens, slower; kept for checking).
 3. **Signal spans.** When the model emits the FIRST signal token of a modality, the rest of the span (2n−1 tokens
    with separators NEW, n LEGACY) is forced token by token, so a span is always complete (the reference asserted and
-   crashed, or looped, on partial spans). Every other signal token is never sampled freely. A modality gets at most
+   crashed, or looped, on partial spans). Every other signal token is never sampled freely, and a registered token
+   that is not a signal token (LEGACY's ``<Img>`` / ``</Img>``) is never generated. A modality gets at most
    ``max_outputs_per_modality`` outputs per answer; after that (or when it has no decoder, or when its span would
    not fit in ``max_new_tokens``) its first signal token is suppressed.
 4. **Forced output** (``force_modality``, one modality or several): while the answer still lacks an output of a

@@ -59,6 +59,9 @@ class NextGPTGenerator:
         eos |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos] if gen_eos is not None else [])
         self.eos_ids = eos
         self.signal_ids = sorted(model.signal.all_ids())
+        # Registered tokens that are not signal tokens (LEGACY's <Img> / </Img>) are never generated: they wrap
+        # encoder inputs only, and with mean-initialised rows their tied logits could otherwise win.
+        self.never_ids = sorted(set(model.signal_token_ids) - set(self.signal_ids))
         if offload:
             model.encoder.to("cpu")
             model.decoders.to(device="cpu")
@@ -310,6 +313,7 @@ class NextGPTGenerator:
                                                                          device=signal_ids.device))]
             logits = logits.clone()
             logits[banned] = float("-inf")
+            logits[self.never_ids] = float("-inf")
             missing = pending(row, force)
             if missing and opts.max_new_tokens - position <= sum(signal.span_length(m) for m in missing):
                 token = signal.token_ids[missing[0]][0]  # last moment the forced spans still fit

@@ -3,8 +3,10 @@
 A checkpoint directory (what training, the reference-checkpoint converter and the LoRA merge write; what
 `NextGPTModel.from_pretrained`, predict.py and the merge read):
 
-    model.safetensors   trained tensors: input_projector.*, output_projectors.{image,video,audio}.*,
-                        signal_rows.embed, signal_rows.lm_head; metadata: format tag, signal-token strings
+    model.safetensors   trained tensors: input_projector.*, output_projectors.{image,video,audio}.*, and
+                        signal_rows.embed, signal_rows.lm_head (the registered tokens' rows, in id order) or, when
+                        model.train_full_embeddings, embeddings.embed, embeddings.lm_head (the whole matrices);
+                        metadata: format tag, signal-token strings
     adapter/            the LoRA adapter in peft's format (adapter_config.json, adapter_model.safetensors)
     config.yaml         the resolved config, model paths as they were given (relative paths or hub ids), so a
                         checkpoint copied to another machine loads there with `model.*=` overrides for its new paths
@@ -33,6 +35,8 @@ CONFIG_NAME = "config.yaml"
 ADAPTER_DIR = "adapter"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 FORMAT_TAG = "nextgpt-trained-weights"
+SIGNAL_EMBED_KEY, SIGNAL_HEAD_KEY = "signal_rows.embed", "signal_rows.lm_head"
+FULL_EMBED_KEY, FULL_HEAD_KEY = "embeddings.embed", "embeddings.lm_head"
 
 #: The config keys under `model` that hold paths (or hub ids) of frozen parts.
 _PATH_KEYS = (("llm",), ("encoder", "checkpoint"), ("image", "decoder"), ("video", "decoder"),

@@ -80,8 +80,8 @@ def register_signal_tokens(tokenizer, model, layout: str, counts: dict[str, int]
                            ) -> tuple[SignalVocab, list[int]]:
     """Add the signal tokens (spec §2) to the tokenizer and grow the embedding and LM head to match.
 
-    New rows of both matrices start at the mean of the pre-existing rows (spec §2.1; LEGACY's random init,
-    §12.47, is not copied). Tokens already in the tokenizer (a saved stage tokenizer) are not added again.
+    New rows of both matrices start at the mean of the pre-existing rows, the NEW reference's rule (LEGACY's
+    random N(0, 0.02) init is not copied, docs/deviations.md). Tokens already in the tokenizer (a saved stage tokenizer) are not added again.
     Returns the signal vocabulary and the ids of every registered token (the rows that may train).
     """
     counts = counts or dict(DEFAULT_SIGNAL_COUNTS)
@@ -124,8 +124,10 @@ def copy_tokenizer_files(src: str | Path, dst: str | Path) -> None:
 class SignalTokenEmbedding(torch.nn.Module):
     """The LLM's input embedding with the signal-token rows split off into their own parameter.
 
-    The reference makes the whole embedding and LM-head matrices trainable, so the 32 000 original rows drift
-    (spec §12.34). Here the base matrix stays frozen and only `rows` (one per signal token) can train.
+    The NEW reference makes the whole embedding and LM-head matrices trainable, so the 32 000 original rows drift
+    (docs/deviations.md). Here the base matrix stays frozen and only `rows` (one per registered token) train,
+    unless `model.train_full_embeddings` (LEGACY, which trained the whole matrices) also makes `base.weight`
+    trainable; the registered rows of `base.weight` are then unused copies (`rows` replaces them).
     """
 
     def __init__(self, base: torch.nn.Embedding, token_ids: list[int]):

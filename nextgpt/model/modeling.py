@@ -1,8 +1,8 @@
 """The composed NExT-GPT model: frozen encoder → input projector → splice → LLM → output projectors → decoders.
 
 Built from a `ModelConfig` at any size (tiny on the CPU, 7B on GPUs). A trained-weights checkpoint holds only what
-trains (projectors, signal-token rows, LoRA adapter) plus the resolved config and the tokenizer; frozen parts
-(LLM base, ImageBind, decoders) are referenced by path (DESIGN.md "Formats").
+trains (projectors, signal-token rows or the whole embedding / LM head, LoRA adapter) plus the resolved config and
+the tokenizer; frozen parts (LLM base, ImageBind, decoders) are referenced by path (DESIGN.md "Formats").
 """
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ from ..errors import CheckpointError, ConfigError, DataError
 from .checkpoint_format import (
     ADAPTER_DIR,
     ADAPTER_WEIGHTS_NAME,
+    FULL_EMBED_KEY,
+    FULL_HEAD_KEY,
+    SIGNAL_EMBED_KEY,
+    SIGNAL_HEAD_KEY,
     WEIGHTS_NAME,
     check_state_dict,
     read_checkpoint_config,
@@ -227,36 +231,58 @@ class NextGPTModel(nn.Module):
         self.llm = get_peft_model(self.llm, peft_lora_config(lora))
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Every trainable-in-some-stage parameter, by group (the names the stage presets and lrs use)."""
+        """Every trainable-in-some-stage parameter, by group (the names the stage presets and lrs use).
+        "embeddings": the base matrices of the input embedding and LM head (model.train_full_embeddings)."""
         embed, head = self.signal_rows()
         groups = {"input_projector": list(self.input_projector.parameters())}
         for m in MODALITIES:
             groups[f"output_projector.{m}"] = list(self.output_projectors[m].parameters())
         groups["signal_rows"] = [embed.rows, head.rows]
         groups["lora"] = [p for n, p in self.llm.named_parameters() if "lora_" in n]
+        groups["embeddings"] = [embed.base.weight, head.base.weight]
         return groups
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """What a checkpoint stores besides the LoRA adapter: projectors and signal rows (CPU copies)."""
+        """What a checkpoint stores besides the LoRA adapter (CPU copies): projectors, and the signal rows
+        (`signal_rows.*`) or, with model.train_full_embeddings, the whole matrices (`embeddings.*`, signal rows
+        included)."""
         embed, head = self.signal_rows()
         state = {f"input_projector.{k}": v for k, v in self.input_projector.state_dict().items()}
         for m in MODALITIES:
             state.update({f"output_projectors.{m}.{k}": v for k, v in self.output_projectors[m].state_dict().items()})
-        state["signal_rows.embed"] = embed.rows
-        state["signal_rows.lm_head"] = head.rows
+        if self.config.train_full_embeddings:
+            state[FULL_EMBED_KEY] = embed.merged_weight()
+            state[FULL_HEAD_KEY] = head.merged_weight()
+        else:
+            state[SIGNAL_EMBED_KEY] = embed.rows
+            state[SIGNAL_HEAD_KEY] = head.rows
         return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
-        """Strict load: every expected tensor present, nothing unexpected, shapes equal; else CheckpointError."""
+        """Strict load: every expected tensor present, nothing unexpected, shapes equal; else CheckpointError.
+
+        One exception: a model with model.train_full_embeddings accepts signal rows alone (a checkpoint trained or
+        converted without the whole matrices); its other rows stay those of the base LLM."""
         expected = self.trainable_state_dict()
+        if self.config.train_full_embeddings and SIGNAL_EMBED_KEY in state and FULL_EMBED_KEY not in state:
+            embed, head = self.signal_rows()
+            expected = {k: v for k, v in expected.items() if k not in (FULL_EMBED_KEY, FULL_HEAD_KEY)}
+            expected.update({SIGNAL_EMBED_KEY: embed.rows, SIGNAL_HEAD_KEY: head.rows})
+            logger.info("%s has signal rows only: the other embedding / LM-head rows start from the base LLM", source)
         check_state_dict(expected, state, source)
         embed, head = self.signal_rows()
         with torch.no_grad():
             self.input_projector.load_state_dict(_strip(state, "input_projector."), strict=True)
             for m in MODALITIES:
                 self.output_projectors[m].load_state_dict(_strip(state, f"output_projectors.{m}."), strict=True)
-            embed.rows.copy_(state["signal_rows.embed"])
-            head.rows.copy_(state["signal_rows.lm_head"])
+            if FULL_EMBED_KEY in state:
+                for module, key in ((embed, FULL_EMBED_KEY), (head, FULL_HEAD_KEY)):
+                    full = state[key].to(module.base.weight.device)
+                    module.base.weight.copy_(full)
+                    module.rows.copy_(full[module.token_ids])
+            else:
+                embed.rows.copy_(state[SIGNAL_EMBED_KEY])
+                head.rows.copy_(state[SIGNAL_HEAD_KEY])
 
     # ------------------------------------------------------------------------------------------ save / load
 

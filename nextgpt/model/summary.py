@@ -11,7 +11,8 @@ the LLaMA from `model.llm`'s config.json when that directory exists, else from t
 The rows partition the reference architecture exactly:
   encoder                 ImageBind, all modality branches, or BLIP-2's vision model + Q-Former + queries (frozen)
   input_projector         linear / mlp / group / qformer
-  llm                     LLaMA with its BASE vocabulary (frozen)
+  llm                     LLaMA with its BASE vocabulary (frozen; with model.train_full_embeddings its input
+                          embedding and LM head train: those are its trainable parameters)
   lora                    LoRA A/B matrices (0 when the stage trains no LoRA)
   signal_rows             registered tokens x hidden x 2 (their embedding rows and LM-head rows); llm + signal_rows
                           = the reference's resized LLaMA (vocab 32000 + 36 NEW, + 38 LEGACY)
@@ -144,7 +145,7 @@ def summarize(config: Config) -> dict[str, ModuleCount]:
     if model.encoder.output == "pooled" and model.input_projector.kind not in ("linear", "mlp"):
         raise ConfigError(f"model.encoder.output=pooled gives one vector per item; model.input_projector.kind must "
                           f"be linear or mlp, not {model.input_projector.kind!r}")
-    trains = set(stage_preset(config.train.stage, config.train.recipe).groups())
+    trains = set(stage_preset(config.train.stage, config.train.recipe).groups(model.train_full_embeddings))
     llm_cfg = llm_config(model)
     if getattr(llm_cfg, "tie_word_embeddings", False):
         raise ConfigError(f"{llm_source(model)}: tied input/output embeddings are not supported")
@@ -168,6 +169,8 @@ def summarize(config: Config) -> dict[str, ModuleCount]:
     for name in ROWS:
         trainable = counts[name] if name in trains else 0
         result[name] = ModuleCount(counts[name], trainable)
+    if "embeddings" in trains:  # the base-vocabulary rows of the input embedding and the LM head
+        result["llm"].trainable = 2 * llm_cfg.vocab_size * hidden
     result["total"] = ModuleCount(sum(c.params for c in result.values()),
                                   sum(c.trainable for c in result.values()))
     return result
@@ -189,7 +192,9 @@ def format_table(summary: dict[str, ModuleCount], config: Config, source: str = 
     head = [
         f"{'MiniGPT-4' if config.train.recipe == 'minigpt4' else 'NExT-GPT'} parameters"
         f"{f' ({source})' if source else ''}: stage {config.train.stage}, "
-        f"layout {model.signal_layout}",
+        f"layout {model.signal_layout}"
+        + (", whole input embedding and LM head train (model.train_full_embeddings)"
+           if model.train_full_embeddings else ""),
         f"  LLM from {llm_source(model)}; {describe_encoder(model.encoder)}; "
         f"input projector {model.input_projector.kind}; LoRA "
         + (f"r{model.lora.r} alpha {model.lora.alpha} on {', '.join(model.lora.target_modules)}"

@@ -17,13 +17,16 @@ def group_learning_rates(config: Config) -> dict[str, float]:
     t = config.train
     out_lr = t.output_projector_lr if t.output_projector_lr is not None else t.lr
     lrs = {"lora": t.lr, "input_projector": t.input_projector_lr if t.input_projector_lr is not None else t.lr,
-           "signal_rows": t.signal_tokens_lr if t.signal_tokens_lr is not None else t.lr}
+           "signal_rows": t.signal_tokens_lr if t.signal_tokens_lr is not None else t.lr, "embeddings": t.lr}
     lrs.update({f"output_projector.{m}": out_lr for m in ("image", "video", "audio")})
     return lrs
 
 
-def _decays(name: str, param: torch.nn.Parameter) -> bool:
-    """Weight decay on matrices, not on biases or normalisation weights (HF Trainer's rule)."""
+def _decays(name: str, param: torch.nn.Parameter, config: Config) -> bool:
+    """Weight decay on matrices, not on biases or normalisation weights (HF Trainer's rule, NEW); on every
+    trainable parameter with `train.optimizer_setup: deepspeed` (the LEGACY DeepSpeed optimizer's rule)."""
+    if config.train.optimizer_setup == "deepspeed":
+        return True
     return param.ndim >= 2 and "norm" not in name.lower()
 
 
@@ -34,7 +37,7 @@ def parameter_groups(model, trainable: dict[str, list[torch.nn.Parameter]], conf
     groups = []
     for group, params in trainable.items():
         for decay in (True, False):
-            chosen = [p for p in params if _decays(names.get(id(p), ""), p) == decay]
+            chosen = [p for p in params if _decays(names.get(id(p), ""), p, config) == decay]
             if chosen:
                 groups.append({"params": chosen, "lr": lrs[group], "name": group + ("" if decay else ".no_decay"),
                                "weight_decay": config.train.weight_decay if decay else 0.0})
@@ -44,7 +47,10 @@ def parameter_groups(model, trainable: dict[str, list[torch.nn.Parameter]], conf
 
 
 def warmup_steps(config: Config, total_steps: int) -> int:
-    return max(config.train.min_warmup_steps, math.ceil(config.train.warmup_ratio * total_steps))
+    """HF Trainer rounds the warmup up (NEW); the LEGACY agent takes `int(total × warmup_rate)`."""
+    t = config.train
+    steps = t.warmup_ratio * total_steps
+    return max(t.min_warmup_steps, int(steps) if t.optimizer_setup == "deepspeed" else math.ceil(steps))
 
 
 def lr_lambda(config: Config, total_steps: int):

@@ -151,7 +151,7 @@ class Trainer:
         import deepspeed
         from torch.utils.data import DataLoader
 
-        from ..dataset import DataCollator, ModalityGroupedBatchSampler, build_train_dataset
+        from ..dataset import DataCollator, ModalityGroupedBatchSampler, RoundRobinBatchSampler, build_train_dataset
 
         self.config = config
         t = config.train
@@ -186,11 +186,16 @@ class Trainer:
         self.dataset, modalities, lengths = build_train_dataset(
             config.data, self.model.tokenizer, self.model.signal, config.model.template,
             max_length=config.model.max_length if media_tokens else None, media_tokens=media_tokens,
-            target_modalities=targets, encoder=config.model.encoder.kind)
-        self.sampler = ModalityGroupedBatchSampler(
-            modalities, lengths, t.micro_batch_size, world_size=self.world, rank=self.rank,
-            gradient_accumulation_steps=t.gradient_accumulation_steps, seed=t.seed, drop_last=True,
-            group_by_modality=config.data.group_by_modality_length)
+            target_modalities=targets, model_config=config.model)
+        if config.data.sampler == "round_robin":  # LEGACY: one dataset per batch, in turn, oversampled
+            self.sampler = RoundRobinBatchSampler(
+                [len(d) for d in self.dataset.datasets], t.micro_batch_size, world_size=self.world, rank=self.rank,
+                gradient_accumulation_steps=t.gradient_accumulation_steps, seed=t.seed)
+        else:
+            self.sampler = ModalityGroupedBatchSampler(
+                modalities, lengths, t.micro_batch_size, world_size=self.world, rank=self.rank,
+                gradient_accumulation_steps=t.gradient_accumulation_steps, seed=t.seed, drop_last=True,
+                group_by_modality=config.data.group_by_modality_length)
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=DataCollator.from_tokenizer(
             self.model.tokenizer), num_workers=config.data.num_workers, pin_memory=torch.cuda.is_available(),
             # its own generator: creating an iterator must not draw from the global RNG, or a resumed run
@@ -397,6 +402,10 @@ class Trainer:
             logger.info("stage %d: %d optimizer steps (%d per epoch), global batch %d, trainable %s",
                         t.stage, self.total_steps, self.steps_per_epoch, self.sampler.global_batch_size,
                         ", ".join(self.trainable_names))
+            if "embeddings" in self.trainable_names:
+                rows, width = self.model.base_llm.get_input_embeddings().weight.shape
+                logger.info("the whole input embedding and LM head train (model.train_full_embeddings): "
+                            "2 x %d rows x %d", rows, width)
         self.reporter = RunReporter(self.config, self.total_steps, self.global_step, self.rank)
         self.engine.train()
         micro = self._micro_batches()

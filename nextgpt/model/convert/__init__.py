@@ -6,11 +6,12 @@
 
 The output is what `NextGPTModel.save_pretrained` writes and `NextGPTModel.from_pretrained` / `predict.py` load:
 `config.yaml` (the given config, resolved, with `model.lora` set from the imported adapter), `model.safetensors`
-(`input_projector.*`, `output_projectors.{image,video,audio}.*`, `signal_rows.embed`, `signal_rows.lm_head`),
+(`input_projector.*`, `output_projectors.{image,video,audio}.*`, and `embeddings.embed` / `embeddings.lm_head`
+or `signal_rows.embed` / `signal_rows.lm_head`, see below),
 `adapter/` (peft LoRA adapter) when the source has LoRA weights, the tokenizer with the signal tokens registered,
 and `conversion.json` (what was mapped, dropped, left over, initialised).
 
-Sources (spec §10):
+Sources (the files the reference's training writes):
 * NEW (`--format new`): directories or files of the reference's training outputs, in the order given (a later
   tensor replaces an earlier one; inside a directory: the peft adapter `adapter_config.json` +
   `adapter_model.safetensors|.bin`, then `mm_input_projector.bin`, `mm_output_projector.bin`,
@@ -27,12 +28,17 @@ Sources (spec §10):
   top-level keys (optimizer, config, scaler, epoch) are training state and reported as dropped. Needs a MiniGPT-4
   config (configs/minigpt4_stage_2.yaml: encoder kind blip2, linear projector, recipe minigpt4).
 
-Signal-token rows: the reference trains (NEW) the WHOLE embedding and LM-head matrices (§12.34); only the rows of
-the registered signal tokens are imported (the drift of the other rows is reported). Row ids are looked up by token
-string in the source's tokenizer when one is found next to the source (or given with --source-tokenizer), else
-the ids of our registration are used and the matrix must have exactly len(tokenizer) rows. Rows the source does
-not have (LEGACY never trained nor saved them, §12.47) start at the mean of the base LLM's rows, our rule (§2.1),
-and are reported.
+Embedding and LM head: both references train the WHOLE input embedding and LM-head matrices (NEW when an adapter
+is tuned; LEGACY in every stage, as a side effect of resizing the vocabulary after freezing the LLM) and save them.
+With `model.train_full_embeddings` (on in the LEGACY configs) and both matrices in the source, the whole matrices
+are imported (`embeddings.*`): the converted model uses every row the reference trained against. Otherwise only
+the rows of the registered tokens are imported (`signal_rows.*`; NEW configs, whose training keeps the original
+rows frozen). Row ids are looked up by token string in the source's tokenizer when one is found next to the source
+(or given with --source-tokenizer), else the ids of our registration are used and the matrix must have exactly
+len(tokenizer) rows. `conversion.json` records, per matrix, how many rows came from the source and how far its
+original-vocabulary rows are from the base LLM's (rows changed, max and mean absolute difference). Rows the source
+does not have start at the mean of the base LLM's rows (the NEW reference's rule) and are reported; a config asking
+for the whole matrices is then written with `model.train_full_embeddings: false`.
 
 What a conversion needs: the base LLM directory `model.llm` (its tokenizer and config.json; its weight files too
 when signal rows must be mean-initialised — only the two matrices are read). The encoder and decoders are not read.

@@ -14,7 +14,16 @@ from ...constants import MODALITIES
 from ...dtypes import DTYPES
 from ...errors import CheckpointError, ConfigError
 from ...stages import stage_preset
-from ..checkpoint_format import ADAPTER_DIR, ADAPTER_WEIGHTS_NAME, WEIGHTS_NAME, write_trained_checkpoint
+from ..checkpoint_format import (
+    ADAPTER_DIR,
+    ADAPTER_WEIGHTS_NAME,
+    FULL_EMBED_KEY,
+    FULL_HEAD_KEY,
+    SIGNAL_EMBED_KEY,
+    SIGNAL_HEAD_KEY,
+    WEIGHTS_NAME,
+    write_trained_checkpoint,
+)
 from ..modeling import NextGPTModel, check_model_config
 from ..language_model import load_tokenizer, peft_lora_config, register_signal_tokens
 from ..summary import attach_meta_lora, build_projectors, encoder_width, llm_config, meta_llm
@@ -26,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("new", "legacy", "minigpt4")
 REPORT_NAME = "conversion.json"
-EMBED_KEY, HEAD_KEY = "signal_rows.embed", "signal_rows.lm_head"
 # peft adapter features the model's loader (`NextGPTModel.load_adapter`) does not reproduce.
 _UNSUPPORTED_ADAPTER = ("use_rslora", "use_dora", "modules_to_save", "layers_to_transform", "rank_pattern",
                         "alpha_pattern", "trainable_token_indices")
@@ -89,49 +97,46 @@ def _adapter_settings(fmt: str, config: Config, lora_entries: dict[str, SourceTe
     return settings
 
 
-def _signal_rows(matrix: SourceTensor | None, name: str, what: str, names: list[str], our_ids: list[int],
-                 vocab_rows: int, src_tokenizer, hidden: int, base: torch.Tensor | None,
-                 report: ConversionReport) -> torch.Tensor | None:
-    """The signal rows (in our sorted-id order) taken from a source matrix; None when it has none or mis-fits."""
-    if matrix is None:
-        return None
+def _source_index(matrix: SourceTensor, names: list[str], our_ids: list[int], vocab_rows: int, src_tokenizer,
+                  hidden: int, report: ConversionReport) -> torch.Tensor | None:
+    """For every id of our vocabulary (base tokens, then the registered ones) the row of the source matrix that
+    holds it; None (reported as mis-shaped) when the matrix does not fit."""
     t = matrix.tensor
     if t.ndim != 2 or t.shape[1] != hidden:
         report.misshaped.append(f"{matrix.origin}: expected (vocab, {hidden}), found {tuple(t.shape)}")
         return None
+    index = torch.arange(vocab_rows)
     if src_tokenizer is not None:
         src_ids = src_tokenizer.convert_tokens_to_ids(names)
         absent = [n for n, i in zip(names, src_ids) if i is None or i == src_tokenizer.unk_token_id]
         if absent:
             report.misshaped.append(f"{matrix.origin}: the source tokenizer has no {absent[:5]}")
             return None
-        if max(src_ids) >= t.shape[0]:
-            report.misshaped.append(f"{matrix.origin}: {t.shape[0]} rows, but the source tokenizer puts "
-                                    f"signal tokens up to id {max(src_ids)}")
-            return None
-        how = "ids from the source tokenizer"
-    else:
-        if t.shape[0] != vocab_rows:
-            report.misshaped.append(f"{matrix.origin}: expected ({vocab_rows}, {hidden}) (our tokenizer with the "
-                                    f"signal tokens; give --source-tokenizer if the source's ids differ), found "
-                                    f"{tuple(t.shape)}")
-            return None
-        src_ids = list(our_ids)
-        how = "ids of our registration (no source tokenizer)"
-    rows = t[torch.tensor(src_ids)].clone()
-    msg = f"{len(names)} signal rows imported from {matrix.origin} ({how}); its other {t.shape[0] - len(names)} " \
-          f"rows are not imported (the reference trains the whole {what} matrix, spec §12.34)"
-    if base is not None:
-        n = min(base.shape[0], t.shape[0])
-        changed, max_diff = 0, 0.0
-        for start in range(0, n, 4096):  # in chunks: the 7B matrices are 32000 x 4096
-            stop = min(start + 4096, n)
-            diff = (t[start:stop].float() - base[start:stop].float()).abs()
-            changed += int((diff.amax(dim=1) > 0).sum())
-            max_diff = max(max_diff, float(diff.max()))
-        msg += f"; {changed} of the first {n} rows differ from the base LLM (max |Δ| {max_diff:.3g})"
-    report.signal_rows[name] = msg
-    return rows
+        index[torch.tensor(our_ids)] = torch.tensor(src_ids)
+    elif t.shape[0] != vocab_rows:
+        report.misshaped.append(f"{matrix.origin}: expected ({vocab_rows}, {hidden}) (our tokenizer with the "
+                                f"signal tokens; give --source-tokenizer if the source's ids differ), found "
+                                f"{tuple(t.shape)}")
+        return None
+    if int(index.max()) >= t.shape[0]:
+        report.misshaped.append(f"{matrix.origin}: {t.shape[0]} rows, but the source tokenizer puts the tokens up "
+                                f"to id {int(index.max())}")
+        return None
+    return index
+
+
+def _drift(matrix: torch.Tensor, base: torch.Tensor) -> dict[str, float | int]:
+    """How far the original-vocabulary rows of an imported matrix are from the base LLM's."""
+    n = base.shape[0]
+    changed, max_diff, total = 0, 0.0, 0.0
+    for start in range(0, n, 4096):  # in chunks: the 7B matrices are 32000 x 4096
+        stop = min(start + 4096, n)
+        diff = (matrix[start:stop].float() - base[start:stop].float()).abs()
+        changed += int((diff.amax(dim=1) > 0).sum())
+        max_diff = max(max_diff, float(diff.max()))
+        total += float(diff.sum(dtype=torch.float64))
+    return {"original_rows": n, "original_rows_changed": changed, "original_rows_max_abs_diff": max_diff,
+            "original_rows_mean_abs_diff": total / (n * base.shape[1])}
 
 
 def convert_checkpoint(fmt: str, sources: list[str | Path], config: Config, output: str | Path, *,
@@ -278,7 +283,8 @@ def convert_checkpoint(fmt: str, sources: list[str | Path], config: Config, outp
                               f"weights)")
         report.fresh.append("LoRA adapter: none written (the model runs without LoRA)")
 
-    # ---- signal rows
+    # ---- the embedding and LM-head matrices: whole (model.train_full_embeddings, when the source has both) or the
+    # registered tokens' rows only; rows the source does not have start at the mean of the base LLM's rows
     src_tok = None
     if matrices:
         tok_dir = Path(source_tokenizer) if source_tokenizer is not None else (tokenizer_dirs[0] if tokenizer_dirs
@@ -297,22 +303,36 @@ def convert_checkpoint(fmt: str, sources: list[str | Path], config: Config, outp
                                   f"but: {exc}") from None
         base = {}
         report.notes.append(f"base LLM matrices not read ({exc}); their drift is not reported")
+    index = {kind: _source_index(m, names, our_ids, len(tokenizer), src_tok, hidden, report)
+             for kind, m in matrices.items()}
+    full = model_cfg.train_full_embeddings and all(index.get(k) is not None for k in base_names)
+    if model_cfg.train_full_embeddings and not full:
+        report.notes.append("model.train_full_embeddings set to false in the converted config: the source lacks "
+                            "usable embedding and LM-head matrices, so only the registered tokens' rows are written")
     signal: dict[str, torch.Tensor] = {}
-    for kind, key, what in (("embed", EMBED_KEY, "embedding"), ("head", HEAD_KEY, "LM-head")):
+    for kind, what in (("embed", "embedding"), ("head", "LM-head")):
+        key = (FULL_EMBED_KEY if kind == "embed" else FULL_HEAD_KEY) if full else \
+            (SIGNAL_EMBED_KEY if kind == "embed" else SIGNAL_HEAD_KEY)
         base_matrix = base.get(base_names[kind])
-        rows = _signal_rows(matrices.get(kind), key, what, names, our_ids, len(tokenizer), src_tok, hidden,
-                            base_matrix, report)
-        if rows is None:
-            if base_matrix is None:
-                base_matrix = read_llm_tensors(model_cfg.llm, [base_names[kind]])[base_names[kind]]
-            mean = base_matrix.float().mean(dim=0, keepdim=True)
-            rows = mean.expand(len(our_ids), -1).clone()
-            why = "absent from the source" if kind not in matrices else "not usable (see mis-shaped)"
-            report.signal_rows[key] = (f"{len(our_ids)} rows {why}: initialised to the mean of the base LLM's "
-                                       f"{base_matrix.shape[0]} {what} rows (our rule, spec §2.1)")
-        else:
+        if index.get(kind) is not None:
+            source = matrices[kind]
+            whole = source.tensor[index[kind]]
+            signal[key] = whole.clone() if full else whole[torch.tensor(our_ids)].clone()
+            entry = {"source": source.origin, "rows_from_source": int(signal[key].shape[0]),
+                     "row_ids": "from the source tokenizer" if src_tok is not None else "those of our registration"}
+            if base_matrix is not None:
+                entry.update(_drift(whole, base_matrix))
+            report.embeddings[key] = entry
             report.mapped[key] = 1
-        signal[key] = rows
+            continue
+        if base_matrix is None:
+            base_matrix = read_llm_tensors(model_cfg.llm, [base_names[kind]])[base_names[kind]]
+        signal[key] = base_matrix.float().mean(dim=0, keepdim=True).expand(len(our_ids), -1).clone()
+        why = "absent from the source" if kind not in matrices else "not usable (see mis-shaped)"
+        report.embeddings[key] = {"rows_from_source": 0, "rows_mean_initialised": len(our_ids), "why": why,
+                                  "note": f"the registered tokens' {what} rows start at the mean of the base LLM's "
+                                          f"{base_matrix.shape[0]} rows (as training starts them)"}
+    overrides = {"train_full_embeddings": False} if model_cfg.train_full_embeddings and not full else {}
 
     # ---- strictness
     if report.problems:
@@ -346,20 +366,22 @@ def convert_checkpoint(fmt: str, sources: list[str | Path], config: Config, outp
         lora_state = {k: v.to(DTYPES[dtype]) for k, v in lora_state.items()}
 
     # ---- write
+    if lora_settings is not None:
+        overrides["lora"] = lora_settings
     _write_checkpoint(output, config, state, lora_settings, lora_state if lora_settings else None, tokenizer,
-                      names, report)
+                      names, report, overrides)
     return report
 
 
 def _write_checkpoint(output: Path, config: Config, state: dict[str, torch.Tensor], lora: LoraAdapterConfig | None,
                       lora_state: dict[str, torch.Tensor] | None, tokenizer, signal_names: list[str],
-                      report: ConversionReport) -> None:
+                      report: ConversionReport, overrides: dict) -> None:
     adapter = None
     if lora is not None and lora_state is not None:
         adapter = (peft_lora_config(lora, base_model=str(Path(config.model.llm).resolve())), lora_state)
     write_trained_checkpoint(output, config, {k: v.clone() for k, v in state.items()}, tokenizer, signal_names,
                              adapter=adapter, metadata={"converted_from": f"reference {report.format.upper()}"},
-                             model_overrides={"lora": lora} if lora is not None else None)
+                             model_overrides=overrides or None)
     report.output = str(output)
     (output / REPORT_NAME).write_text(json.dumps(asdict(report), indent=2) + "\n")
 

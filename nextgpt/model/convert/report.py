@@ -12,7 +12,8 @@ class ConversionReport:
     format: str
     sources: list[str] = field(default_factory=list)
     mapped: dict[str, int] = field(default_factory=dict)  # target group -> number of tensors imported
-    signal_rows: dict[str, str] = field(default_factory=dict)  # embed / lm_head -> where the rows came from
+    # written key (embeddings.* or signal_rows.*) -> where its rows came from and the drift of the original rows
+    embeddings: dict[str, dict[str, Any]] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)  # source keys with no counterpart, and why
     replaced: list[str] = field(default_factory=list)  # a later source replaced an earlier tensor
     left_over: list[str] = field(default_factory=list)
@@ -39,7 +40,16 @@ class ConversionReport:
     def lines(self) -> list[str]:
         out = [f"converted {self.format.upper()} checkpoint from {', '.join(self.sources)} -> {self.output}"]
         out += [f"  imported {n} tensor(s) into {group}" for group, n in self.mapped.items()]
-        out += [f"  {name}: {how}" for name, how in self.signal_rows.items()]
+        for name, info in self.embeddings.items():
+            if info.get("rows_from_source"):
+                line = f"  {name}: {info['rows_from_source']} rows from {info['source']} (ids {info['row_ids']})"
+                if "original_rows" in info:
+                    line += (f"; {info['original_rows_changed']} of the {info['original_rows']} original rows differ "
+                             f"from the base LLM (max |diff| {info['original_rows_max_abs_diff']:.3g}, mean "
+                             f"{info['original_rows_mean_abs_diff']:.3g})")
+            else:
+                line = f"  {name}: {info['rows_mean_initialised']} rows {info['why']}: {info['note']}"
+            out.append(line)
         if self.lora:
             out.append(f"  LoRA adapter: r={self.lora['r']} alpha={self.lora['alpha']} dropout={self.lora['dropout']} "
                        f"targets={self.lora['target_modules']}")
