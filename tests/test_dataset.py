@@ -174,8 +174,9 @@ def test_generation_targets_on_samples(samples_dir, tok, signal, collator):
 def test_legacy_pair_formats(samples_dir, tiny_llm_dir):
     tok = load_tokenizer(tiny_llm_dir)
     signal = register_signal_tokens(tok, None, "legacy")[0]
+    # the samples ship SD-2 embeddings only (embed/); LEGACY's own folder (embed_sd15/) would hold SD-1.5 ones
     dataset, modalities, _ = _build(samples_dir, ["cc3m_enc_legacy", "cc3m_dec_legacy"], tok, signal,
-                                    template="legacy")
+                                    template="legacy", embed_dir="embed")
     records = json.loads((samples_dir / "T_X_pair_data/cc3m/cc3m.json").read_text())
     assert len(dataset) == 40 and set(modalities) == {"image"}
     enc, dec = dataset[0], dataset[20]
