@@ -1,4 +1,4 @@
-"""Fixed ids and names shared by the tokenizer, the dataset and the model (spec §1C.1, §2)."""
+"""Fixed ids and names shared by the tokenizer, the dataset and the model."""
 from __future__ import annotations
 
 IGNORE_INDEX = -100

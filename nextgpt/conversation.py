@@ -471,7 +471,7 @@ def tokenize_segments(segments: Iterable[Segment], tokenizer, signal: SignalVoca
 
 
 def tokenize_prompt(text: str, tokenizer, add_bos: bool = True) -> list[int]:
-    """Text with `<image>` / `<video>` / `<audio>` placeholders → ids with −200 / −300 / −400 (spec §1C.2)."""
+    """Text with `<image>` / `<video>` / `<audio>` placeholders → ids with −200 / −300 / −400."""
     return tokenize_segments([Segment(text)], tokenizer, add_bos=add_bos).input_ids
 
 

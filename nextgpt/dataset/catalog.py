@@ -6,7 +6,7 @@ This is the one place that knows it: the embedded default's synthetic dataset (`
 its files at these entries' paths, so the same entries serve real data and synthetic data. Unlike the reference,
 every entry has its OWN folders (docs/deviations.md, "Catalog folders").
 
-Adding a dataset is one line, e.g. for a JSON in the NEW schema (spec §6.2)::
+Adding a dataset is one line, e.g. for a JSON in the NEW schema::
 
     CATALOG["my_pets"] = conversation_data("my_pets/pets.json", image_folder="my_pets/images",
                                            embed_folder="my_pets/embed")
@@ -71,7 +71,7 @@ def legacy_pair_data(data_path: str, *, modality: str, task: str, media_folder: 
                      description: str = "") -> CatalogEntry:
     """An entry for a raw LEGACY pair file (`cc3m.json`: `image_name` + `caption`, …) read as stage-1
     (`task="comprehension"`: media → caption) or stage-2 (`task="generation"`: caption → caption + signal)
-    samples, with the 2023 release's text (spec §6.8)."""
+    samples, with the 2023 release's text."""
     if modality not in MODALITIES:
         raise ConfigError(f"legacy pair data: modality must be one of {MODALITIES}, got {modality!r}")
     return CatalogEntry(LEGACY_PAIR_DATASET, {

@@ -4,7 +4,7 @@ A batch holds the keyword arguments of ``NextGPTModel.forward`` (:data:`FORWARD_
 
 * ``input_ids`` (B, L) long, padded with the tokenizer's pad id; ``labels`` (B, L) padded with −100;
   ``attention_mask`` (B, L) long, 1 on real positions. L is the batch's longest sample: no fixed cut (the
-  reference cut every batch to 1024 tokens, §12.13; the dataset already keeps samples within max_length);
+  reference cut every batch to 1024 tokens; the dataset already keeps samples within max_length);
 * ``media[m]``: encoder inputs of all m-items of the batch, concatenated in order (row by row, placeholder order):
   image (N, 3, 224, 224), video (N, 15, 3, 2, 224, 224), audio (N, 3, 1, 128, 204);
 * ``caption_embeddings[m]``: one per m-signal span, in span order: image/video (S, 77, D), audio (S, D)

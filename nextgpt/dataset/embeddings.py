@@ -1,8 +1,8 @@
 """Caption embeddings: where they live on disk, and how `preprocess_embeddings.py` computes them.
 
 The caption-alignment loss compares the output projector's prediction with the decoder's own text encoding of the
-caption (spec §4.2). The reference precomputes these once per caption into ``<embedding name>.npy`` files, float16,
-image/video ``(77, D)``, audio ``(D,)`` (spec §6.9); the dataset reads them back. Both sides map an embedding name
+caption. The reference precomputes these once per caption into ``<embedding name>.npy`` files, float16,
+image/video ``(77, D)``, audio ``(D,)``; the dataset reads them back. Both sides map an embedding name
 from the JSON to a file with :func:`embedding_file_name`, so they always agree:
 
 * a plain name (letters, digits, ``_ . - ~``) is used unchanged: ``001312382.jpg.npy`` stays ``001312382.jpg.npy``
@@ -14,7 +14,7 @@ from the JSON to a file with :func:`embedding_file_name`, so they always agree:
   characters plus a SHA-256 digest of the full name (file-system name limits).
 
 Existing files are never recomputed (checked by exact file name — the reference's ``str.strip('.npy')`` dropped
-characters, §12.23); each file is written to a temporary name in the same folder and renamed into place, so an
+characters); each file is written to a temporary name in the same folder and renamed into place, so an
 interrupted run leaves no half-written embedding.
 """
 from __future__ import annotations

@@ -19,7 +19,7 @@ Length: the caller gives ``max_length`` and ``media_tokens`` (LLM positions per 
 a sample longer than ``max_length`` after splicing loses trailing text when that cut crosses no placeholder and
 no signal span and leaves a supervised token, and is skipped (``too_long``) otherwise.
 
-Limits, without the reference's index errors (§12.15): beyond ``max_media_per_sample`` input items of a modality,
+Limits, without the reference's index errors: beyond ``max_media_per_sample`` input items of a modality,
 or ``MAX_*_LENGTH`` (16) output spans of a modality, the extra items are dropped TOGETHER with their placeholders
 (the first ones are kept, deterministically, instead of the reference's random pick), with a warning.
 """

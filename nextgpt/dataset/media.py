@@ -1,7 +1,7 @@
 """Decoder-side targets: the media tensors the latent-denoising loss encodes with the frozen decoders' VAEs.
 
 Only built when a denoising loss is switched on (the caller decides). Each loader reproduces the reference's
-preprocessing (spec §7.2) with its bugs fixed (spec §12.17, §12.18):
+preprocessing with its bugs fixed:
 
 * image -> (3, H, W) in [-1, 1] through diffusers' ``VaeImageProcessor`` (Lanczos, ``resize_mode='crop'``);
 * video -> (3, F, H, W) in [-1, 1]: frames sampled at ``sample_fps`` from a random window, padded with black
@@ -117,7 +117,7 @@ def load_target_image(path: PathLike, height: int = 224, width: int = 224, resiz
 def sample_frame_indices(
     num_frames: int, fps: float, sample_fps: float = 1, max_frames: int = 16, rng: RNG = None
 ) -> list[int]:
-    """Frame indices to keep, following the reference's ``read_video`` (spec §7.2) without its off-by-one.
+    """Frame indices to keep, following the reference's ``read_video`` without its off-by-one.
 
     ``stride = round(fps / sample_fps)`` (at least 1), ``cover = stride * max_frames``. A video shorter than
     ``cover + 5`` frames is read from frame 0 to its end; otherwise a window of ``cover`` frames starts at a uniform
@@ -143,7 +143,7 @@ def read_video_frames(
     """Decode the sampled frames of a video with decord.
 
     Returns ``(frames, n_real)``: ``frames`` is uint8 (max_frames, H, W, 3) RGB, where frames past ``n_real`` are
-    black padding (same H, W as the video; the reference transposed them, §12.17).
+    black padding (same H, W as the video; the reference transposed them).
     """
     import decord
 
@@ -230,10 +230,10 @@ def read_audio_window(
 ) -> torch.Tensor:
     """Read channel 0 of an audio file as a normalised 1-D float32 waveform of exactly ``sampling_rate*duration``.
 
-    Follows the reference (§7.2 steps 1-3): at the native rate, a file longer than ``duration`` gets up to 10
+    Follows the reference: at the native rate, a file longer than ``duration`` gets up to 10
     random window starts and keeps the first window holding any |sample| > 1e-4 (else the last tried); resample to
     ``sampling_rate``; channel 0; remove the mean; peak-normalise to 0.5; zero-pad at the end. Unlike the
-    reference, a waveform that is still longer than the target after resampling is cut (§12.18).
+    reference, a waveform that is still longer than the target after resampling is cut.
     """
     import soundfile as sf
     import torchaudio

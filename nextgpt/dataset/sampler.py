@@ -1,10 +1,10 @@
 """Distributed, resumable batch sampler that groups training samples by modality and length.
 
-The reference (spec §6.7) groups samples LLaVA-style: shuffle, cut into "megabatches" of one optimizer step
+The reference groups samples LLaVA-style: shuffle, cut into "megabatches" of one optimizer step
 (micro batch x world size x gradient-accumulation steps), sort each megabatch by length and split it into
 micro-batches of balanced total length, then shuffle the megabatches of the multimodal and the text-only pools
-together. It decided "multimodal" from keys the data does not have (§12.10), mixed modalities in its leftover
-megabatch, returned a batch sampler where HF expected an index sampler (§12.37) and was not resumable.
+together. It decided "multimodal" from keys the data does not have, mixed modalities in its leftover
+megabatch, returned a batch sampler where HF expected an index sampler and was not resumable.
 
 Here every sample carries an explicit modality key (e.g. ``"image"``, ``"video"``, ``"audio"``, ``"text"``; the
 dataset decides), and:

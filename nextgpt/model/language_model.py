@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 def load_tokenizer(path: str | Path, max_length: int = 2048):
-    """The LLM tokenizer, right-padded, pad = unk as the reference's v1 setup does (spec §5.1 step 7)."""
+    """The LLM tokenizer, right-padded, pad = unk as the reference's v1 setup does."""
     from transformers import AutoTokenizer
 
     try:
@@ -78,7 +78,7 @@ def load_llm(path: str | Path, dtype: torch.dtype = torch.float32, device: str |
 
 def register_signal_tokens(tokenizer, model, layout: str, counts: dict[str, int] | None = None
                            ) -> tuple[SignalVocab, list[int]]:
-    """Add the signal tokens (spec §2) to the tokenizer and grow the embedding and LM head to match.
+    """Add the signal tokens to the tokenizer and grow the embedding and LM head to match.
 
     New rows of both matrices start at the mean of the pre-existing rows, the NEW reference's rule (LEGACY's
     random N(0, 0.02) init is not copied, docs/deviations.md). Tokens already in the tokenizer (a saved stage tokenizer) are not added again.

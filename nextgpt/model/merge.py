@@ -1,4 +1,4 @@
-"""Fold a stage-3 checkpoint's LoRA adapter and signal-token rows into a standalone LLaMA (spec §10.5, fixed).
+"""Fold a stage-3 checkpoint's LoRA adapter and signal-token rows into a standalone LLaMA (fixed; docs/deviations.md).
 
 Output directory:
 
@@ -10,7 +10,7 @@ Output directory:
 
 so that `NextGPTModel.from_pretrained(DIR)` / `predict.py --model DIR` load it like any checkpoint. The reference's
 tool needed a hard-coded model name and a separate base directory, and silently dropped the projector weights when
-the base config lacked the multimodal fields (§10.4, §12.40).
+the base config lacked the multimodal fields.
 """
 from __future__ import annotations
 

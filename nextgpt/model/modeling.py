@@ -160,7 +160,7 @@ class NextGPTModel(nn.Module):
                 captions: dict[str, list[str]] | None = None, targets: dict[str, torch.Tensor] | None = None,
                 normalizers: dict[str, float] | None = None,
                 generator: torch.Generator | None = None) -> NextGPTOutput:
-        """Training forward: total loss and every component (spec §4).
+        """Training forward: total loss and every component.
 
         `media[m]`: encoder inputs of the batch's m-items in order of appearance; `caption_embeddings[m]`: one
         target embedding per m-signal span, in span order (or `captions[m]`, encoded online by the decoder's

@@ -1,4 +1,4 @@
-"""The splice (spec §1C.3): put projected media features where the placeholder ids are.
+"""The splice: put projected media features where the placeholder ids are.
 
 This is the only place where token sequences and media features are merged; training and generation both use it.
 """

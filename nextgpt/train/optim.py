@@ -12,8 +12,8 @@ from ..errors import ConfigError
 
 
 def group_learning_rates(config: Config) -> dict[str, float]:
-    """Learning rate of each parameter group. Fixes §12.6: the output projectors use `output_projector_lr`
-    (the reference gave them `input_projector_lr`, and only when that was set)."""
+    """Learning rate of each parameter group. A fix (docs/deviations.md): the output projectors use
+    `output_projector_lr` (the reference gave them `input_projector_lr`, and only when that was set)."""
     t = config.train
     out_lr = t.output_projector_lr if t.output_projector_lr is not None else t.lr
     lrs = {"lora": t.lr, "input_projector": t.input_projector_lr if t.input_projector_lr is not None else t.lr,

@@ -1,4 +1,4 @@
-"""The DeepSpeed training loop of one NExT-GPT stage (spec §5, with its fixes).
+"""The DeepSpeed training loop of one NExT-GPT stage (with its fixes; docs/deviations.md).
 
 An explicit loop on `deepspeed.initialize`: one optimizer step = `gradient_accumulation_steps` micro-batches on
 every rank. Losses are normalised over the whole global batch (supervised tokens, signal spans, denoising samples

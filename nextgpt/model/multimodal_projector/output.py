@@ -7,7 +7,7 @@ for AudioLDM).
 
 * `TransformersProjector` (`transformer`, used by every reference script): NEW's class of the same name and
   LEGACY's `TextFcLayer(mode='transformer')`.
-* `LinearOutputProjector` (`linear`): the reference's per-token Linear, made callable (spec §12.28).
+* `LinearOutputProjector` (`linear`): the reference's per-token Linear, made callable.
 * the Q-Former kind lives in `qformer.py`.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ class TransformersProjector(nn.Module):
 
     Forward: x = in_fc(x + input_embs); y = tfm(src=x, tgt=query_embs repeated over the batch); out_fc(y).
 
-    Deviation (spec §12.30): the reference (NEW) zero-initialises `query_embs`, so all queries are identical at
+    Deviation: the reference (NEW) zero-initialises `query_embs`, so all queries are identical at
     init and, with no positional encodings anywhere, stay interchangeable.  They are drawn from N(0, std²) with
     `query_init_std` = 1.0 by default, which is LEGACY's `torch.randn` init (the init of the only released,
     trained weights, `7b_tiva_v0`).  The keyword-only sizes after `num_query_token` are additions for tiny
@@ -120,7 +120,7 @@ class LinearOutputProjector(nn.Module):
     """`linear` output kind: x + input_embs, a per-token Linear(in -> out_features) (`fc`), then exactly
     `num_query_token` outputs.
 
-    Fix of spec §12.28 (the reference's bare Linear cannot take the two arguments it is called with, and LEGACY's
+    A fix (docs/deviations.md; the reference's bare Linear cannot take the two arguments it is called with, and LEGACY's
     `linear` branch never runs).  How L span tokens become Q outputs:
     * `num_input_tokens` = L is fixed at construction (the signal-span length: NEW 2n-1, LEGACY n), defaulting
       to Q;

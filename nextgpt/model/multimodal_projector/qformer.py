@@ -7,7 +7,7 @@ exactly what the reference deletes from its LAVIS BERT), then a Linear maps the 
 * Output side (`qformer` output kind): `forward(hidden_states, input_embs)` adds the two first, as the reference.
 * Input side (`qformer` input kind): `forward(encoder_tokens)`.
 
-Fix of spec §12.29: the Q-Former width (`hidden_size`, 768 as BERT-base) and the cross-attention source width
+A fix (docs/deviations.md): the Q-Former width (`hidden_size`, 768 as BERT-base) and the cross-attention source width
 (`encoder_width`, 768 by default, LEGACY's choice) are independent of `out_features`; `out_fc` maps 768 ->
 out_features.  The reference initialises the Q-Former from `bert-base-uncased`; no hub is reachable here, so it is
 randomly initialised (transformers' BLIP-2 init, std 0.02) unless weights are loaded afterwards.

@@ -1,4 +1,4 @@
-"""ImageBind input loaders, numerically equal to the reference's ``data.py`` (spec/imagebind.md §7).
+"""ImageBind input loaders, numerically equal to the reference's ``data.py``.
 
 Images go through torchvision's PIL transforms (Pillow's antialiased bicubic resize), audio is read with soundfile,
 resampled with ``torchaudio.functional.resample`` and turned into Kaldi fbanks with

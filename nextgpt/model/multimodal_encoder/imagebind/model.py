@@ -40,7 +40,7 @@ IMU_WINDOW = 8
 STEM_LN_EPS = 1e-5  # PyTorch's default; the stems use it
 LN_EPS = 1e-6  # every other LayerNorm
 
-# The overrides imagebind_huge() applies to the class defaults (spec §1).
+# The overrides imagebind_huge() applies to the class defaults.
 IMAGEBIND_HUGE_KWARGS: dict[str, Any] = {
     "vision_embed_dim": 1280,
     "vision_num_blocks": 32,
@@ -496,7 +496,7 @@ class ImageBindModel(nn.Module):
     def init_weights(self) -> None:
         """(Re-)initialise every tensor as the reference constructor does, drawing from the global RNG in its order.
 
-        Order (spec §6): preprocessors, trunks, heads, postprocessors, each vision, text, audio, depth, thermal, imu.
+        Order: preprocessors, trunks, heads, postprocessors, each vision, text, audio, depth, thermal, imu.
         Within a preprocessor: the stem's default init, the pos-embed's trunc_normal (overwritten, but it consumes
         random numbers), then normal * D^-0.5 for pos-embed and CLS. Within a trunk: each block's modules in
         creation order with torch's default init, then the trunk's xavier/zero re-initialisation.
@@ -558,7 +558,7 @@ class ImageBindModel(nn.Module):
     # ----------------------------------------------------------------------------------------------------------
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Encode each entry of ``inputs`` independently, in dict order (spec §2)."""
+        """Encode each entry of ``inputs`` independently, in dict order."""
         outputs: dict[str, torch.Tensor] = {}
         for key, value in inputs.items():
             if key not in MODALITIES:
