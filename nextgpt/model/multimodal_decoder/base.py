@@ -221,8 +221,9 @@ class Decoder:
         return x.to(device=self.device, dtype=self.text_encoder.dtype)
 
     def _run_pipeline(self, options: dict[str, Any], common: dict[str, Any]) -> list[Any]:
-        """Call the pipeline with the shared arguments ``common`` and this modality's ``options``; one output a row."""
-        raise NotImplementedError
+        """Call the pipeline with the shared arguments ``common`` and this modality's ``options``; one output a row.
+        Every adapter (ImageDecoder, VideoDecoder, AudioDecoder) overrides it; the base is never instantiated."""
+        raise TypeError(f"{type(self).__name__} must override _run_pipeline")
 
     @torch.no_grad()
     def generate(
@@ -264,8 +265,9 @@ class Decoder:
     # ------------------------------------------------------------------------------------------- training
 
     def _target_layout(self, target: torch.Tensor) -> tuple[bool, str]:
-        """Whether ``target`` has this decoder's target layout, and that layout in words."""
-        raise NotImplementedError
+        """Whether ``target`` has this decoder's target layout, and that layout in words (overridden by every
+        adapter)."""
+        raise TypeError(f"{type(self).__name__} must override _target_layout")
 
     def check_target(self, target: torch.Tensor) -> None:
         """Raise DataError unless ``target`` has this decoder's target layout (see ``encode_target_latents``)."""
