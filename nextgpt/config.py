@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import yaml
 
 from .conversation import TEMPLATES
 from .errors import ConfigError
+from .media_guard import DEFAULT_MAX_IMAGE_PIXELS
 
 CLI_SOURCE = "command line"
 
@@ -158,9 +160,12 @@ class DataConfig:
     embed_dir: Optional[str] = _opt(None, help="override every dataset's caption-embedding folder")
     caption_embeddings: str = _opt("cache", choices=("cache", "online"),
                                    help="cache: read .npy files; online: encode captions with the decoder")
-    strict: bool = _opt(False, help="true: a missing/undecodable media file is an error instead of a skip")
+    strict: bool = _opt(False, help="true: a sample that would be skipped (bad media, empty text, unknown media "
+                                    "key, bad caption embedding, too long) is an error instead")
     image_aspect_ratio: str = _opt("pad", choices=("pad", "square"))
     max_media_per_sample: int = _opt(8, min=1)
+    max_image_pixels: int = _opt(DEFAULT_MAX_IMAGE_PIXELS, min=1,
+                                 help="largest width x height of an image file (default: Pillow's limit)")
     group_by_modality_length: bool = _opt(True)
     num_workers: int = _opt(4, min=0)
     image_target: ImageTargetConfig = _opt(factory=ImageTargetConfig)
@@ -373,13 +378,19 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            # NaN compares false with every bound, so a min/max check alone would let it through
+            if not math.isfinite(number):
+                raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value

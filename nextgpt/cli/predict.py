@@ -139,10 +139,10 @@ def _check_inputs(model_dir: str, given: dict[str, list[str]]) -> None:
 
     if not Path(model_dir).is_dir():
         raise NextGPTError(f"{model_dir}: checkpoint directory not found")
-    aspect = read_checkpoint_config(Path(model_dir)).data.image_aspect_ratio
+    data = read_checkpoint_config(Path(model_dir)).data
     for m, files in given.items():
         if files:
-            preprocess(files, m, aspect_ratio=aspect)
+            preprocess(files, m, aspect_ratio=data.image_aspect_ratio, max_pixels=data.max_image_pixels)
 
 
 def _script_then_input(lines: list[str]):

@@ -11,15 +11,8 @@ The trainer's entry points::
 from .mixture import NextGPTConcatDataset, build_dataset, build_train_dataset
 from .catalog import CATALOG, CatalogEntry, conversation_data, get_entry, legacy_pair_data, register
 from .collator import FORWARD_KEYS, DataCollator, SkipStats, is_empty_batch, model_inputs
-from .json_datasets import (
-    SKIP_BAD_MEDIA,
-    SKIP_MISSING_MEDIA,
-    SKIP_TOO_LONG,
-    ConversationDataset,
-    LegacyPairDataset,
-    SampleOptions,
-    SkippedSample,
-)
+from .json_datasets import ConversationDataset, LegacyPairDataset
+from .samples import SKIP_BAD_MEDIA, SKIP_MISSING_MEDIA, SKIP_REASONS, SKIP_TOO_LONG, SampleOptions, SkippedSample
 from .embeddings import embedding_file_name, embedding_path, precompute_caption_embeddings
 from .sampler import ModalityGroupedBatchSampler
 
@@ -34,6 +27,7 @@ __all__ = [
     "NextGPTConcatDataset",
     "SKIP_BAD_MEDIA",
     "SKIP_MISSING_MEDIA",
+    "SKIP_REASONS",
     "SKIP_TOO_LONG",
     "SampleOptions",
     "SkipStats",

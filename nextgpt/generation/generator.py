@@ -13,6 +13,7 @@ import torch
 from ..config import GenerateConfig
 from ..constants import MODALITIES, PLACEHOLDER_TOKEN
 from ..conversation import tokenize_conversation
+from ..dataset.samples import UNKNOWN_PLACEHOLDER
 from ..errors import DataError, NextGPTError
 from .forcing import DecodeRow, allowed_starts, as_force, check_force, pending, sample, stop_strings
 from .types import (
@@ -43,12 +44,13 @@ class NextGPTGenerator:
     """
 
     def __init__(self, model, options: GenerateConfig | None = None, *, image_aspect_ratio: str | None = None,
-                 offload: bool = False):
+                 offload: bool = False, max_image_pixels: int | None = None):
         self.model = model.eval()
         self.options = options or GenerateConfig()
         if image_aspect_ratio is None:  # the configs' defaults: NEW pads, LEGACY crops
             image_aspect_ratio = "square" if model.config.signal_layout == "legacy" else "pad"
         self.image_aspect_ratio = image_aspect_ratio
+        self.max_image_pixels = max_image_pixels  # None: Pillow's limit (nextgpt/media_guard.py)
         self.template = model.config.template
         self.stops = [s for s in stop_strings(self.template) if s != model.tokenizer.eos_token]
         self.offload = offload
@@ -77,7 +79,8 @@ class NextGPTGenerator:
             raise NextGPTError(f"{path}: checkpoint directory not found")
         config = read_checkpoint_config(path)
         model = NextGPTModel.from_pretrained(path, dtype=dtype, device=device)
-        return cls(model, config.generate, image_aspect_ratio=config.data.image_aspect_ratio, offload=offload)
+        return cls(model, config.generate, image_aspect_ratio=config.data.image_aspect_ratio, offload=offload,
+                   max_image_pixels=config.data.max_image_pixels)
 
     @property
     def device(self) -> torch.device:
@@ -89,7 +92,8 @@ class NextGPTGenerator:
         """Media files → the encoder's input tensor (ImageBind preprocessing; MediaError names a bad file)."""
         from ..model.multimodal_encoder.imagebind.data import preprocess
 
-        return preprocess(list(items), modality, aspect_ratio=self.image_aspect_ratio)
+        return preprocess(list(items), modality, aspect_ratio=self.image_aspect_ratio,
+                          max_pixels=self.max_image_pixels)
 
     @torch.inference_mode()
     def encode(self, modality: str, inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -103,6 +107,10 @@ class NextGPTGenerator:
         """A user turn with its media encoded. Placeholders in `prompt` must match the media given, one each."""
         given = {"image": list(images), "video": list(videos), "audio": list(audios)}
         text = prompt
+        unknown = UNKNOWN_PLACEHOLDER.search(text)
+        if unknown:
+            raise DataError(f"the prompt holds the placeholder {unknown.group(0)!r}, a media kind this model does "
+                            f"not take (inputs: {', '.join(PLACEHOLDER_TOKEN.values())})")
         prefix = ""
         for modality in MODALITIES:
             n_marks = text.count(PLACEHOLDER_TOKEN[modality])

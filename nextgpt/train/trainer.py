@@ -14,6 +14,7 @@ import random
 import resource
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,6 +30,7 @@ from . import checkpoint as ckpt
 from .optim import build_optimizer, deepspeed_config, lr_lambda, parameter_groups
 from ..stages import apply_stage_preset, stage_preset
 from ..dataset.collator import model_inputs
+from ..dataset.samples import SKIP_REASONS
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +141,7 @@ class StepStats:
     samples: float = 0.0
     tokens: float = 0.0
     skipped: float = 0.0
+    skipped_by_reason: dict[str, float] = field(default_factory=dict)  # keys: SKIP_REASONS
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -356,6 +359,8 @@ class Trainer:
         stats = StepStats()
         for batch in batches:
             stats.skipped += batch["num_skipped"]
+            for _, reason in batch["skipped"]:
+                stats.skipped_by_reason[reason] = stats.skipped_by_reason.get(reason, 0.0) + 1
             if batch["num_samples"] == 0:
                 loss = self._empty_step_loss()
             else:
@@ -372,10 +377,12 @@ class Trainer:
             self.engine.step()
         # every rank must reduce the same keys, also one that saw no component of some kind
         keys = ["total"] + [k for k in NORMALIZER_KEYS if normalizers.get(k)]
+        reasons = [stats.skipped_by_reason.get(r, 0.0) for r in SKIP_REASONS]
         reduced = _all_reduce([stats.losses.get(k, 0.0) for k in keys] + [stats.samples, stats.tokens,
-                                                                          stats.skipped], self.device)
+                                                                          stats.skipped] + reasons, self.device)
         stats.losses = dict(zip(keys, reduced[:len(keys)]))
-        stats.samples, stats.tokens, stats.skipped = reduced[len(keys):]
+        stats.samples, stats.tokens, stats.skipped = reduced[len(keys):len(keys) + 3]
+        stats.skipped_by_reason = {r: n for r, n in zip(SKIP_REASONS, reduced[len(keys) + 3:]) if n}
         return stats
 
     def run(self) -> Path:
@@ -397,20 +404,20 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.global_step, disable=self.rank != 0,
                    desc=f"stage {t.stage}", dynamic_ncols=True)
         micro = self._micro_batches()
-        epoch_skips = 0
+        epoch_skips: Counter[str] = Counter()
         while self.global_step < self.total_steps:
             began = time.perf_counter()
             epoch = self.epoch
             batches = [next(micro) for _ in range(t.gradient_accumulation_steps)]
             if self.epoch != epoch:  # the previous epoch ran out while fetching these batches
                 self._epoch_summary(epoch, epoch_skips)
-                epoch_skips = 0
+                epoch_skips = Counter()
             stats = self.train_step(batches)
             self.global_step += 1
             if t.log_sample_ids:
                 self._log_sample_ids(batches)
             self.sampler.advance()
-            epoch_skips += int(stats.skipped)
+            epoch_skips.update({r: int(n) for r, n in stats.skipped_by_reason.items()})
             if self.global_step % t.logging_steps == 0 or self.global_step == self.total_steps:
                 scalars = self._log(stats, time.perf_counter() - began)
                 bar.set_postfix(loss=f"{stats.losses['total']:.4f}",
@@ -436,11 +443,12 @@ class Trainer:
         with open(path, "a") as f:
             f.write(json.dumps({"step": self.global_step, "ids": [i for b in batches for i in b["ids"]]}) + "\n")
 
-    def _epoch_summary(self, epoch: int, skipped: int) -> None:
+    def _epoch_summary(self, epoch: int, skipped: Counter[str]) -> None:
         if self.rank == 0:
-            level = logging.WARNING if skipped else logging.INFO
-            logger.log(level, "epoch %d: %d sample(s) skipped (missing or undecodable media, or too long)",
-                       epoch, skipped)
+            total = sum(skipped.values())
+            reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items()))
+            logger.log(logging.WARNING if total else logging.INFO, "epoch %d: %d sample(s) skipped%s",
+                       epoch, total, f" ({reasons})" if reasons else "")
 
 
 def _replace_files(src: Path, dst: Path) -> None:
