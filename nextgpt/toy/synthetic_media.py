@@ -233,7 +233,8 @@ def _video_frames(item: dict[str, Any]) -> list[np.ndarray]:
 
 
 def write_video(path: Path, item: dict[str, Any]) -> None:
-    """H.264 (yuv420p) in MP4, single-threaded so the bytes are reproducible; decord reads it."""
+    """Lossless H.264 (qp 0, yuv420p) in MP4; decord reads it. Lossless, so the decoded frames are a function of
+    the drawn frames alone: x264's rate decisions (which may vary with threads and timing) cannot change them."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,7 +242,7 @@ def write_video(path: Path, item: dict[str, Any]) -> None:
         stream = container.add_stream("libx264", rate=item["fps"])
         stream.width, stream.height = item["width"], item["height"]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "medium"}
+        stream.options = {"qp": "0", "preset": "medium", "threads": "1"}
         stream.thread_count = 1
         for array in _video_frames(item):
             for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
