@@ -192,14 +192,20 @@ class EmbeddingReport:
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=EMBEDDING_SUFFIX)
+    """Write through a temporary file and a rename: a full disk or a permission error leaves no partial file
+    and stops with a `DataError` (every file written before is complete; a rerun computes only the rest)."""
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=EMBEDDING_SUFFIX)
         with os.fdopen(fd, "wb") as f:
             np.save(f, array, allow_pickle=False)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise DataError(f"cannot write caption embedding {path}: {err}; the files written before it are "
+                            "complete (a rerun computes only the missing ones)") from err
         raise
 
 

@@ -25,6 +25,7 @@ import torch
 from ..config import Config
 from ..constants import MODALITIES
 from ..errors import CheckpointError, ConfigError
+from ..model.checkpoint_format import replace_files
 from ..model.modeling import build_model
 from . import checkpoint as ckpt
 from .optim import build_optimizer, deepspeed_config, lr_lambda, parameter_groups
@@ -228,10 +229,13 @@ class Trainer:
             return None
         if choice == "auto":
             ckpt.remove_incomplete(self.output_dir) if self.rank == 0 else None
-            return ckpt.latest_checkpoint(self.output_dir)
+            return ckpt.latest_usable_checkpoint(self.output_dir)
         path = Path(choice)
         if not (path / ckpt.TRAINER_STATE).is_file():
             raise CheckpointError(f"train.resume: {path} is not a complete checkpoint (no {ckpt.TRAINER_STATE})")
+        problem = ckpt.checkpoint_problem(path)
+        if problem:
+            raise CheckpointError(f"train.resume: {path} is damaged: {problem}")
         return path
 
     def resume(self, path: Path) -> None:
@@ -283,21 +287,22 @@ class Trainer:
         """Atomically write a resumable checkpoint of the current step; keep `save_total_limit` of them."""
         final = ckpt.checkpoint_dir(self.output_dir, self.global_step)
         tmp = ckpt.temporary_dir(self.output_dir, self.global_step)
-        if self.rank == 0:
-            import shutil
+        with ckpt.writing(tmp, final, ckpt.latest_checkpoint(self.output_dir)):
+            if self.rank == 0:
+                import shutil
 
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        _barrier()
-        self.engine.save_checkpoint(str(tmp / "deepspeed"), tag="state", exclude_frozen_parameters=True)
-        ckpt.write_json(ckpt.rng_file(tmp, self.rank), ckpt.capture_rng_state())
-        self._save_weights(tmp)
-        if self.rank == 0:
-            ckpt.write_json(tmp / ckpt.TRAINER_STATE, self.trainer_state())
-        _barrier()
-        if self.rank == 0:
-            ckpt.publish(tmp, final)
-            ckpt.rotate(self.output_dir, self.config.train.save_total_limit)
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            _barrier()
+            self.engine.save_checkpoint(str(tmp / "deepspeed"), tag="state", exclude_frozen_parameters=True)
+            ckpt.write_json(ckpt.rng_file(tmp, self.rank), ckpt.capture_rng_state())
+            self._save_weights(tmp)
+            if self.rank == 0:
+                ckpt.write_json(tmp / ckpt.TRAINER_STATE, self.trainer_state())
+            _barrier()
+            if self.rank == 0:
+                ckpt.publish(tmp, final)
+                ckpt.rotate(self.output_dir, self.config.train.save_total_limit)
         _barrier()
         logger.info("checkpoint saved: %s", final)
         return final
@@ -305,14 +310,15 @@ class Trainer:
     def save_final(self) -> None:
         """The stage's result at the root of `output_dir` (what the next stage's `init_from` reads)."""
         tmp = self.output_dir / ".tmp-final"
-        if self.rank == 0:
-            import shutil
+        with ckpt.writing(tmp, self.output_dir, ckpt.latest_checkpoint(self.output_dir)):
+            if self.rank == 0:
+                import shutil
 
-            shutil.rmtree(tmp, ignore_errors=True)
-        self._save_weights(tmp)
-        if self.rank == 0:
-            ckpt.write_json(tmp / ckpt.TRAINER_STATE, dict(self.trainer_state(), finished=True))
-            _replace_files(tmp, self.output_dir)
+                shutil.rmtree(tmp, ignore_errors=True)
+            self._save_weights(tmp)
+            if self.rank == 0:
+                ckpt.write_json(tmp / ckpt.TRAINER_STATE, dict(self.trainer_state(), finished=True))
+                replace_files(tmp, self.output_dir)
         _barrier()
 
     # ------------------------------------------------------------------------------------------- loop
@@ -449,22 +455,6 @@ class Trainer:
             reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items()))
             logger.log(logging.WARNING if total else logging.INFO, "epoch %d: %d sample(s) skipped%s",
                        epoch, total, f" ({reasons})" if reasons else "")
-
-
-def _replace_files(src: Path, dst: Path) -> None:
-    """Move every file of `src` into `dst`, each with an atomic replace (folders replaced whole)."""
-    import shutil
-
-    dst.mkdir(parents=True, exist_ok=True)
-    for item in src.iterdir():
-        target = dst / item.name
-        if item.is_dir():
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(item, target)
-        else:
-            os.replace(item, target)
-    shutil.rmtree(src, ignore_errors=True)
 
 
 def train(config: Config) -> Path:
