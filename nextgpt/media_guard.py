@@ -106,13 +106,18 @@ def open_image(path: PathLike, max_pixels: int | None = None):
     limit = DEFAULT_MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
     text = require_file(path, "image file")
     with decoding(path, "image"):
-        # Pillow refuses at twice its own global limit; ours is checked below, so keep Pillow's out of the way
-        # (raised only, never lowered, for limits above its default).
-        if PILImage.MAX_IMAGE_PIXELS is not None and limit * 2 > PILImage.MAX_IMAGE_PIXELS:
-            PILImage.MAX_IMAGE_PIXELS = limit * 2
+        # Pillow itself refuses images over twice its global limit (DecompressionBombError, named below) and
+        # warns over it: keep its limit at least ours, so that ours decides from the header.
+        if PILImage.MAX_IMAGE_PIXELS is not None and limit > PILImage.MAX_IMAGE_PIXELS:
+            PILImage.MAX_IMAGE_PIXELS = limit
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-            with PILImage.open(text) as image:
+            try:
+                image = PILImage.open(text)
+            except PILImage.DecompressionBombError as exc:
+                raise MediaError(os.fspath(path), f"image is over the limit of {limit} pixels "
+                                 f"(data.max_image_pixels): {exc}", cause="too_large") from exc
+            with image:
                 width, height = image.size
                 if width * height > limit:
                     raise MediaError(os.fspath(path), f"image of {width} x {height} = {width * height} pixels is "

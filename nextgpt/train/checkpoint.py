@@ -64,6 +64,8 @@ def _safetensors_problem(path: Path) -> str | None:
     try:
         with open(path, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
+            if size > path.stat().st_size:
+                return f"{path.name} has an unreadable header (it claims {size} bytes)"
             header = json.loads(f.read(size))
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
