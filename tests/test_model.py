@@ -216,10 +216,10 @@ def test_strict_loading_names_the_offending_key(tiny_models):
     model = make_model(tiny_models, stage=2)
     state = model.trainable_state_dict()
     extra = dict(state, **{"output_projectors.image.surprise": torch.zeros(1)})
-    with pytest.raises(CheckpointError, match=r"unexpected \(1\): output_projectors.image.surprise"):
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(1\): output_projectors.image.surprise"):
         model.load_trainable_state_dict(extra, "ckpt.safetensors")
     missing = {k: v for k, v in state.items() if k != "signal_rows.embed"}
-    with pytest.raises(CheckpointError, match=r"missing \(1\): signal_rows.embed"):
+    with pytest.raises(CheckpointError, match=r"missing keys \(1\): signal_rows.embed"):
         model.load_trainable_state_dict(missing, "ckpt.safetensors")
     bad = dict(state)
     bad["input_projector.out_fc.weight"] = torch.zeros(3, 3)
