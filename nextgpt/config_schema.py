@@ -9,6 +9,7 @@ from typing import Any, Optional
 import yaml
 
 from .conversation import TEMPLATES
+from .media_guard import DEFAULT_MAX_IMAGE_PIXELS
 
 REPORTERS = ("tensorboard", "wandb")
 
@@ -157,9 +158,12 @@ class DataConfig:
     embed_dir: Optional[str] = _opt(None, help="override every dataset's caption-embedding folder")
     caption_embeddings: str = _opt("cache", choices=("cache", "online"),
                                    help="cache: read .npy files; online: encode captions with the decoder")
-    strict: bool = _opt(False, help="true: a missing/undecodable media file is an error instead of a skip")
+    strict: bool = _opt(False, help="true: a sample that would be skipped (bad media, empty text, unknown media "
+                                    "key, bad caption embedding, too long) is an error instead")
     image_aspect_ratio: str = _opt("pad", choices=("pad", "square"))
     max_media_per_sample: int = _opt(8, min=1)
+    max_image_pixels: int = _opt(DEFAULT_MAX_IMAGE_PIXELS, min=1,
+                                 help="largest width x height of an image file (default: Pillow's limit)")
     group_by_modality_length: bool = _opt(True)
     sampler: str = _opt("modality_grouped", choices=("modality_grouped", "round_robin"),
                         help="modality_grouped (NEW); round_robin (LEGACY): one dataset per batch, datasets in "

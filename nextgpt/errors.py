@@ -10,11 +10,13 @@ class ConfigError(NextGPTError):
 
 
 class MediaError(NextGPTError):
-    """A media file that is missing or cannot be decoded. `path` names the file."""
+    """A media file that is missing, cannot be decoded, or decodes to unusable values. `path` names the file;
+    `cause` is one of "missing", "undecodable", "too_large", "non_finite", "constant" (how skips are counted)."""
 
-    def __init__(self, path, reason: str):
+    def __init__(self, path, reason: str, cause: str = "undecodable"):
         self.path = str(path)
         self.reason = reason
+        self.cause = cause
         super().__init__(f"{self.path}: {reason}")
 
 

@@ -19,6 +19,10 @@ fi
 cd "$(dirname "$0")/.."
 started=$(date +%s)
 source scripts/_env.sh
+# One thread and the same CPU kernels on every x86-64 machine with AVX2 (PyTorch's, MKL's and oneDNN's AVX2 code
+# paths), so that the demo's floats depend as little as possible on the machine (docs/performance.md says what was
+# measured). One thread is also far faster than two when other work shares the cores (no spinning barriers).
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 
 step() { echo; echo "=== $* ($(( $(date +%s) - started )) s)"; }
 

@@ -378,7 +378,9 @@ def test_dataloader_workers_give_the_same_batches(samples_dir, tmp_path, tok, si
         assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
         assert a["media"].keys() == b["media"].keys()
         for m in a["media"]:
-            assert torch.equal(a["media"][m], b["media"][m])
+            # DataLoader workers run torch with one thread, the main process with several: float results of
+            # the same decode may round differently (resampling, interpolation), hence a tolerance
+            torch.testing.assert_close(a["media"][m], b["media"][m], rtol=1e-5, atol=1e-5)
         assert len(set(a["modalities"])) <= 1  # single-modality batches
     stats = SkipStats()
     for batch in runs[1]:

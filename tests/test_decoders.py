@@ -288,7 +288,8 @@ def test_generate_audio_uses_embeddings_as_is(audio_decoder):
     wave = audio_decoder.generate(emb, generator=torch.Generator().manual_seed(0), **kw)[0]
     assert wave.shape == (8000,) and wave.dtype == np.float32 and np.isfinite(wave).all()
     same = audio_decoder.generate(emb[:, 0], generator=torch.Generator().manual_seed(0), **kw)[0]
-    np.testing.assert_array_equal(wave, same)
+    # (1, 1, 16) and (1, 16) inputs: other tensor shapes through the UNet, so within float32 rounding
+    np.testing.assert_allclose(wave, same, rtol=1e-5, atol=1e-6)
     # a scaled embedding gives another waveform: prompt_embeds are not re-normalised
     scaled = audio_decoder.generate(emb * 3.0, generator=torch.Generator().manual_seed(0), **kw)[0]
     assert np.abs(wave).max() > 1e-3

@@ -126,8 +126,9 @@ def test_intermediates_match_reference(fx, model, case):
         for h in hooks:
             h.remove()
     rows = slice(None) if key == "text" else slice(0, 1)
-    # Preprocessor output: same ops as the reference, bit-exact on any machine.
-    assert torch.equal(got["tokens"][rows], inter[f"{case}.tokens"])
+    # Preprocessor output: the same ops as the reference, but its conv stem / linear layers run on this CPU's
+    # kernels (the fixtures were made on another machine), so within the README tolerance, not bit for bit.
+    torch.testing.assert_close(got["tokens"][rows], inter[f"{case}.tokens"], rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(got["trunk"][rows], inter[f"{case}.trunk"], rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(got["head"][rows], inter[f"{case}.head"], rtol=RTOL, atol=ATOL)
     if f"{case}.seq_len" in inter:
@@ -136,12 +137,14 @@ def test_intermediates_match_reference(fx, model, case):
 
 
 def test_head_is_exact_given_reference_trunk_output(fx, model):
-    """LN + bias-free projection of the reference's own trunk output reproduces its head output bit for bit."""
+    """LN + bias-free projection of the reference's own trunk output reproduces its head output (within RTOL /
+    ATOL: the fixtures come from another machine, whose matmul kernels may sum in another order)."""
     inter = fx["inter"]
     for case, key in [("image", "vision"), ("audio", "audio"), ("depth", "depth"), ("imu", "imu")]:
         if f"{case}.trunk" in inter:
             with torch.no_grad():
-                assert torch.equal(model.modality_heads[key](inter[f"{case}.trunk"]), inter[f"{case}.head"]), case
+                torch.testing.assert_close(model.modality_heads[key](inter[f"{case}.trunk"]), inter[f"{case}.head"],
+                                           rtol=RTOL, atol=ATOL, msg=case)
 
 
 def test_text_rows_have_logit_scale_norm(fx, model):
@@ -183,10 +186,11 @@ def test_pooled_mode_is_normalized_cls_averaged_over_clips(fx, model):
     assert out["vision"].shape == (2, pooled.out_embed_dim)
     assert out["audio"].shape == (1, pooled.out_embed_dim)
     assert out["text"].shape == (3, pooled.out_embed_dim)
-    assert torch.equal(out["vision"], manual)
+    # the head on (B, D) rows here vs on (B, T, D) inside the model: other matmul shapes, so a stated tolerance
+    torch.testing.assert_close(out["vision"], manual, rtol=1e-6, atol=1e-6)
     assert video_out.shape == (1, pooled.out_embed_dim)
     torch.testing.assert_close(video_out[0], clips.mean(dim=0), rtol=1e-6, atol=1e-7)
-    assert torch.equal(out["text"], tokens_text[:, 0])  # text has one vector either way
+    torch.testing.assert_close(out["text"], tokens_text[:, 0], rtol=1e-6, atol=1e-6)  # one vector either way
     # audio: normalisation only, then the mean of 3 unit vectors (norm <= 1, no x20 scale)
     assert 0.0 < out["audio"].norm() <= 1.0 + 1e-6
 

@@ -81,7 +81,8 @@ def test_deepspeed_setup_warmup_is_truncated_and_hf_rounds_up():
 
 
 def test_caption_embedding_width_mismatch_stops_when_the_dataset_is_built(tiny_models, tmp_path):
-    from nextgpt.dataset.json_datasets import ConversationDataset, SampleOptions
+    from nextgpt.dataset.json_datasets import ConversationDataset
+    from nextgpt.dataset.samples import SampleOptions
     from nextgpt.model.language_model import load_tokenizer, register_signal_tokens
 
     tok = load_tokenizer(tiny_models["llm"])

@@ -138,7 +138,7 @@ def test_minigpt4_template_renders_and_tokenizes_as_minigpt4(tokenizer):
 
 def test_caption_pairs_give_minigpt4_stage_texts(tokenizer, tmp_path):
     from nextgpt.dataset.caption_pairs import ALIGNMENT_INSTRUCTIONS, CaptionPairDataset, blip_caption
-    from nextgpt.dataset.json_datasets import SampleOptions
+    from nextgpt.dataset.samples import SampleOptions
 
     assert blip_caption("A Red circle!  (big)  #1: done. ") == "a red circle big 1 done"
     assert blip_caption(" ".join(["w"] * 60)).count("w") == 50

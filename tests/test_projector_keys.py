@@ -199,7 +199,8 @@ def test_legacy_textfc_transformer_weights_map_and_match() -> None:
     assert legacy_textfc_key_map("tfm.decoder.layers.0.norm3.weight") == "tfm.decoder.layers.0.norm3.weight"
     x, e = torch.randn(2, 4, 48), torch.randn(2, 4, 48)
     with torch.no_grad():
-        assert torch.equal(ours(x, e), legacy(x, e))
+        # two module classes may dispatch to different attention / matmul kernels: equal within float32 rounding
+        torch.testing.assert_close(ours(x, e), legacy(x, e), rtol=1e-5, atol=1e-6)
 
 
 def test_legacy_textfc_qformer_names_cover_our_qformer() -> None:

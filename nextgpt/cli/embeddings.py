@@ -38,5 +38,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {err}\n")
     logger.info("%s", json.dumps({"total": report.total, "written": report.written, "existing": report.existing,
                                   "output_dir": str(report.output_dir),
-                                  "shape": list(report.shape) if report.shape else None}))
+                                  "shape": list(report.shape) if report.shape else None,
+                                  "skipped_rows": [{"row": i, "reason": r} for i, r in report.skipped]}))
     return 0

@@ -165,7 +165,8 @@ def _check_inputs(model_dir: str, given: dict[str, list[str]], overrides: list[s
     config = read_checkpoint_config(Path(model_dir), overrides)
     for m, files in given.items():
         if files:
-            preprocess_media(files, m, config.data.image_aspect_ratio, config.model.encoder.kind)
+            preprocess_media(files, m, config.data.image_aspect_ratio, config.model.encoder.kind,
+                             max_pixels=config.data.max_image_pixels)
 
 
 def _script_then_input(lines: list[str]):

@@ -27,7 +27,7 @@ import torch
 
 from ..constants import IGNORE_INDEX, MODALITIES
 from ..errors import DataError
-from .json_datasets import SkippedSample
+from .samples import SkippedSample
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -113,14 +113,18 @@ def as_string_list(value: Any, key: str, where: str) -> list[str]:
     raise DataError(f"{where}: {key!r} must be a string or a list of strings, got {value!r:.80}")
 
 
-def caption_jobs(data_path: str | os.PathLike, modality: str) -> list[tuple[str, str]]:
+def caption_jobs(data_path: str | os.PathLike, modality: str,
+                 skipped: list[tuple[int, str]] | None = None) -> list[tuple[str, str]]:
     """(embedding name, caption) pairs of one modality in a reference-format JSON, in file order, one per name.
 
     Accepted rows: generation / instruction samples with ``{m}_captions`` and ``{m}_caption_embeddings`` (strings
     or equally long lists, paired in order), and raw pair files (``cc3m.json`` …) with ``{m}_name`` + ``caption``,
-    whose embedding name is ``<media name>.npy``. Rows with neither (e.g. MosIT turns of another modality) are
-    passed over. A name that appears again with another caption keeps its first caption (a warning says how often).
+    whose embedding name is ``<media name>.npy``. Rows passed over are appended to ``skipped`` as (row index,
+    reason): rows with neither (e.g. MosIT turns of another modality), a pair row without a caption, and every
+    empty caption (no embedding is made of empty text; the training data skips such samples). A name that appears
+    again with another caption keeps its first caption (a warning says how often).
     """
+    skipped = [] if skipped is None else skipped
     if modality not in MODALITIES:
         raise ConfigError(f"modality must be one of {MODALITIES}, got {modality!r}")
     records = read_json_list(data_path)
@@ -137,20 +141,34 @@ def caption_jobs(data_path: str | os.PathLike, modality: str) -> list[tuple[str,
             if len(captions) != len(names):
                 raise DataError(f"{where}: {len(captions)} {cap_key} but {len(names)} {emb_key}")
             pairs = zip(names, captions)
-        elif name_key in row and "caption" in row:
+        elif name_key in row:
             media = as_string_list(row[name_key], name_key, where)
-            caption = as_string_list(row["caption"], "caption", where)
+            caption = as_string_list(row.get("caption"), "caption", where)
+            if not caption:
+                skipped.append((i, f"{name_key} {row[name_key]!r} without a 'caption'"))
+                continue
             if len(media) != 1 or len(caption) != 1:
                 raise DataError(f"{where}: a pair row needs one {name_key!r} and one 'caption'")
             pairs = [(media[0] + EMBEDDING_SUFFIX, caption[0])]
         else:
+            skipped.append((i, f"no {modality} caption fields"))
             continue
         for name, caption in pairs:
             embedding_file_name(name)  # validates the name
+            if not caption.strip():
+                skipped.append((i, f"empty caption for {name!r}"))
+                continue
             if name in jobs:
                 conflicts += jobs[name] != caption
                 continue
             jobs[name] = caption
+    for index, reason in skipped:
+        if not reason.startswith("no "):
+            logger.warning("%s row %d skipped: %s", data_path, index, reason)
+    others = [index for index, reason in skipped if reason.startswith("no ")]
+    if others:
+        logger.info("%s: %d row(s) without %s captions passed over: %s", data_path, len(others), modality,
+                    ", ".join(map(str, others)))
     if not jobs:
         raise DataError(f"{data_path}: no {modality} captions found (expected {cap_key!r} + {emb_key!r}, "
                         f"or {name_key!r} + 'caption')")
@@ -170,17 +188,24 @@ class EmbeddingReport:
     written: int  # computed and written by this run
     output_dir: Path
     shape: tuple[int, ...] | None = None  # of one written array
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (row index, reason): see caption_jobs
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=EMBEDDING_SUFFIX)
+    """Write through a temporary file and a rename: a full disk or a permission error leaves no partial file
+    and stops with a `DataError` (every file written before is complete; a rerun computes only the rest)."""
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=EMBEDDING_SUFFIX)
         with os.fdopen(fd, "wb") as f:
             np.save(f, array, allow_pickle=False)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise DataError(f"cannot write caption embedding {path}: {err}; the files written before it are "
+                            "complete (a rerun computes only the missing ones)") from err
         raise
 
 
@@ -200,13 +225,15 @@ def precompute_caption_embeddings(data_path: str | os.PathLike, modality: str, d
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    jobs = caption_jobs(data_path, modality)
+    skipped: list[tuple[int, str]] = []
+    jobs = caption_jobs(data_path, modality, skipped)
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output directory {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     todo = [(name, caption) for name, caption in jobs if not embedding_path(out, name).is_file()]
-    report = EmbeddingReport(total=len(jobs), existing=len(jobs) - len(todo), written=0, output_dir=out)
+    report = EmbeddingReport(total=len(jobs), existing=len(jobs) - len(todo), written=0, output_dir=out,
+                             skipped=skipped)
     if not todo:
         logger.info("%s: all %d %s caption embeddings already in %s", data_path, len(jobs), modality, out)
         return report
@@ -227,6 +254,8 @@ def precompute_caption_embeddings(data_path: str | os.PathLike, modality: str, d
         for (name, _), array in zip(chunk, arrays):
             if array.ndim != expected_ndim:
                 raise DataError(f"{modality} decoder returned an embedding of shape {array.shape}")
+            if not np.isfinite(array).all():  # e.g. float16 overflow: never store what the loss cannot use
+                raise DataError(f"{modality} decoder returned NaN or infinite values for {name!r}")
             _atomic_save(embedding_path(out, name), array)
             report.shape = tuple(array.shape)
         report.written += len(chunk)

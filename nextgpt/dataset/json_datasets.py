@@ -25,13 +25,12 @@ or ``MAX_*_LENGTH`` (16) output spans of a modality, the extra items are dropped
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,114 +40,31 @@ from ..constants import (
     IGNORE_INDEX,
     MAX_AUDIO_LENGTH,
     MAX_IMAGE_LENGTH,
-    MAX_MEDIA_PER_SAMPLE,
     MAX_VIDEO_LENGTH,
     MODALITIES,
     PLACEHOLDER_TOKEN,
 )
-from ..conversation import TEMPLATES, SignalVocab, TokenizedExample, tokenize_conversation
+from ..conversation import SignalVocab, TokenizedExample, tokenize_conversation
 from ..errors import ConfigError, DataError, MediaError
 from . import media as target_media
 from .embeddings import as_string_list, embedding_path, load_caption_embedding, read_json_list
+from .samples import (
+    SKIP_BAD_EMBEDDING,
+    SKIP_BAD_MEDIA,
+    SKIP_MISSING_MEDIA,
+    SKIP_TOO_LONG,
+    SampleOptions,
+    SkippedSample,
+    content_problem,
+    media_skip_reason,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "ConversationDataset",
-    "SampleOptions",
-    "SkippedSample",
-    "SKIP_BAD_MEDIA",
-    "SKIP_MISSING_MEDIA",
-    "SKIP_TOO_LONG",
-]
-
-# Why a sample was skipped (keys of the per-epoch summary).
-SKIP_MISSING_MEDIA = "missing_media"
-SKIP_BAD_MEDIA = "bad_media"
-SKIP_TOO_LONG = "too_long"
+__all__ = ["ConversationDataset"]
 
 MAX_OUTPUT_SPANS = {"image": MAX_IMAGE_LENGTH, "video": MAX_VIDEO_LENGTH, "audio": MAX_AUDIO_LENGTH}
 _MAX_WARNINGS = 5  # per dataset and kind; further ones go to debug
-
-
-@dataclass(frozen=True)
-class SkippedSample:
-    """Returned by ``__getitem__`` instead of a sample; the collator drops it and counts it by ``reason``."""
-
-    sample_id: str
-    reason: str
-    message: str
-
-
-@dataclass
-class SampleOptions:
-    """How samples are built; the same for every dataset of a run (per-dataset folders live in the catalog).
-
-    ``max_length`` / ``media_tokens``: the model's longest spliced sequence and the LLM tokens one input item of
-    each modality becomes (e.g. 8 for the group projector); ``max_length=None`` disables the length check.
-    ``targets``: modalities whose ``output_*`` media are loaded as decoder targets (for the denoising loss).
-    """
-
-    template: str = "v1"
-    caption_embeddings: str = "cache"  # "cache" (read .npy) | "online" (raw captions)
-    targets: tuple[str, ...] = ()
-    image_aspect_ratio: str = "pad"
-    encoder: str = "imagebind"  # model.encoder.kind: whose preprocessing the input media get
-    max_media_per_sample: int = MAX_MEDIA_PER_SAMPLE
-    max_length: int | None = None
-    media_tokens: Mapping[str, int] | None = None
-    strict: bool = False
-    image_target: Mapping[str, Any] = field(default_factory=dict)  # load_target_image keyword arguments
-    video_target: Mapping[str, Any] = field(default_factory=dict)
-    audio_target: Mapping[str, Any] = field(default_factory=dict)
-    # Per modality: the width the model's output projector gives its decoder (model.<m>.out_features) and the
-    # decoder; caption embeddings of another width stop the run when the dataset is built.
-    caption_widths: Mapping[str, int] | None = None
-    caption_decoders: Mapping[str, str | None] | None = None
-
-    def __post_init__(self) -> None:
-        if self.template not in TEMPLATES:
-            raise ConfigError(f"unknown conversation template {self.template!r}; known: {', '.join(TEMPLATES)}")
-        if self.caption_embeddings not in ("cache", "online"):
-            raise ConfigError(f"caption_embeddings must be 'cache' or 'online', got {self.caption_embeddings!r}")
-        self.targets = tuple(self.targets)
-        bad = [m for m in self.targets if m not in MODALITIES]
-        if bad:
-            raise ConfigError(f"target modalities must be among {MODALITIES}, got {bad}")
-        if self.image_aspect_ratio not in ("pad", "square"):
-            raise ConfigError(f"image_aspect_ratio must be 'pad' or 'square', got {self.image_aspect_ratio!r}")
-        if not isinstance(self.max_media_per_sample, int) or self.max_media_per_sample < 1:
-            raise ConfigError(f"max_media_per_sample must be a positive integer, got {self.max_media_per_sample!r}")
-        if self.max_length is not None:
-            if not isinstance(self.max_length, int) or self.max_length < 1:
-                raise ConfigError(f"max_length must be a positive integer or None, got {self.max_length!r}")
-            tokens = dict(self.media_tokens or {})
-            missing = [m for m in MODALITIES if not isinstance(tokens.get(m), int) or tokens[m] < 1]
-            if missing:
-                raise ConfigError(f"media_tokens must give a positive number of LLM tokens per item for every "
-                                  f"modality when max_length is set; missing or bad: {missing}")
-            self.media_tokens = tokens
-
-    @classmethod
-    def from_config(cls, data_config: Any, template: str, max_length: int | None = None,
-                    media_tokens: Mapping[str, int] | None = None,
-                    targets: Iterable[str] = (), model_config: Any = None) -> "SampleOptions":
-        """Options from a `DataConfig` (nextgpt/config.py) plus what the model decides (`model_config`: the
-        `ModelConfig`, for the encoder's preprocessing and the caption-embedding widths)."""
-        widths = decoders = None
-        encoder = "imagebind"
-        if model_config is not None:
-            widths = {m: model_config.output(m).out_features for m in MODALITIES}
-            decoders = {m: model_config.output(m).decoder for m in MODALITIES}
-            encoder = model_config.encoder.kind
-        return cls(template=template, caption_embeddings=data_config.caption_embeddings, targets=tuple(targets),
-                   caption_widths=widths, caption_decoders=decoders,
-                   image_aspect_ratio=data_config.image_aspect_ratio, encoder=encoder,
-                   max_media_per_sample=data_config.max_media_per_sample, max_length=max_length,
-                   media_tokens=media_tokens, strict=data_config.strict,
-                   image_target=dataclasses.asdict(data_config.image_target),
-                   video_target=dataclasses.asdict(data_config.video_target),
-                   audio_target=dataclasses.asdict(data_config.audio_target))
 
 
 @dataclass(slots=True)
@@ -163,6 +79,7 @@ class _Item:
     spans: dict[str, int]  # signal spans (gpt-side placeholders) per modality
     modality: str
     length: int
+    problem: tuple[str, str] | None = None  # (skip reason, message): see samples.content_problem
 
 
 _PLACEHOLDER_RE = {m: re.compile(re.escape(PLACEHOLDER_TOKEN[m]) + r"[ \t]?\n?") for m in MODALITIES}
@@ -255,6 +172,9 @@ class ConversationDataset(Dataset):
                 raise DataError(f"{where}: turn {k} is from {turn['from']!r}, expected {expected!r} "
                                 "(turns must alternate human, gpt, ...)")
         turns = [{"from": t["from"], "value": t["value"]} for t in turns]
+        problem = content_problem(record, turns)
+        if problem and self.options.strict:
+            raise DataError(f"{where}: {problem[1]} (data.strict is true)")
 
         def strings(key: str) -> list[str]:
             return as_string_list(record.get(key), key, where)
@@ -311,7 +231,7 @@ class ConversationDataset(Dataset):
             length += n_in[m] * (per_item.get(m, 1) - 1)
             if self.signal is not None and n_out[m]:
                 length += n_out[m] * (self.signal.span_length(m) - 1)
-        return _Item(turns, inputs, outputs, embeddings, captions, n_out, key, max(1, length))
+        return _Item(turns, inputs, outputs, embeddings, captions, n_out, key, max(1, length), problem)
 
     def _check_embedding_widths(self) -> None:
         """The first caption embedding of each modality must be as wide as the model's decoder conditioning (a
@@ -403,7 +323,8 @@ class ConversationDataset(Dataset):
                 continue
             unique = list(dict.fromkeys(names))  # LLaVA lists one image once per placeholder: decode it once
             tensor = preprocess_media([self._media_path(m, n) for n in unique], m,
-                                      self.options.image_aspect_ratio, self.options.encoder)
+                                      self.options.image_aspect_ratio, self.options.encoder,
+                                      max_pixels=self.options.max_image_pixels)
             if len(unique) != len(names):
                 tensor = tensor[[unique.index(n) for n in names]]
             out[m] = tensor
@@ -412,7 +333,8 @@ class ConversationDataset(Dataset):
     def _load_targets(self, item: _Item, index: int) -> dict[str, torch.Tensor]:
         """Decoder targets per requested modality, one per span: image (K,3,H,W), video (K,3,F,H,W), audio (K,T,M)."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        loaders = {"image": (target_media.load_target_image, dict(self.options.image_target)),
+        loaders = {"image": (target_media.load_target_image,
+                             dict(self.options.image_target, max_pixels=self.options.max_image_pixels)),
                    "video": (target_media.load_target_video, dict(self.options.video_target, rng=rng)),
                    "audio": (target_media.load_target_audio, dict(self.options.audio_target, rng=rng))}
         out = {}
@@ -423,14 +345,19 @@ class ConversationDataset(Dataset):
             out[m] = torch.stack([load(self._media_path(m, n), **kwargs) for n in item.outputs[m]])
         return out
 
-    def _load_embeddings(self, item: _Item, index: int) -> dict[str, torch.Tensor]:
+    def _load_embeddings(self, item: _Item, index: int) -> dict[str, torch.Tensor] | SkippedSample:
         where = f"{self.data_path} sample {index}"
         out = {}
         for m in MODALITIES:
             names = item.embeddings[m]
             if not names:
                 continue
-            arrays = [load_caption_embedding(embedding_path(self.embed_folder, n), where) for n in names]
+            paths = [embedding_path(self.embed_folder, n) for n in names]
+            arrays = [load_caption_embedding(path, where) for path in paths]
+            bad = [str(path) for path, a in zip(paths, arrays) if not np.isfinite(a).all()]
+            if bad:  # NaN / Inf would reach the caption-alignment loss
+                return self._skip(index, SKIP_BAD_EMBEDDING, f"caption embedding {', '.join(bad)} holds NaN or "
+                                  "infinite values (recompute it with preprocess_embeddings.py)")
             shapes = {a.shape for a in arrays}
             if len(shapes) != 1:
                 raise DataError(f"{where}: {m} caption embeddings of different shapes {sorted(shapes)}")
@@ -442,6 +369,8 @@ class ConversationDataset(Dataset):
         if index < 0:
             index += len(self.items)
         item = self.items[index]
+        if item.problem:
+            return self._skip(index, *item.problem)
         where = f"{self.data_path} sample {index}"
         ex = tokenize_conversation(self.options.template, item.turns, self.tokenizer, self.signal, where=where)
         for m in MODALITIES:
@@ -466,12 +395,13 @@ class ConversationDataset(Dataset):
         }
         if self.options.caption_embeddings == "cache":
             sample["caption_embeddings"] = self._load_embeddings(item, index)
+            if isinstance(sample["caption_embeddings"], SkippedSample):
+                return sample["caption_embeddings"]
         else:
             sample["captions"] = {m: list(item.captions[m]) for m in MODALITIES if item.captions[m]}
         try:
             sample["media"] = self._load_inputs(item)
             sample["targets"] = self._load_targets(item, index)
         except MediaError as err:
-            reason = SKIP_MISSING_MEDIA if not os.path.exists(err.path) else SKIP_BAD_MEDIA
-            return self._skip(index, reason, str(err), err)
+            return self._skip(index, media_skip_reason(err), str(err), err)
         return sample

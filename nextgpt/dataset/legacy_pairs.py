@@ -9,7 +9,8 @@ from ..constants import MODALITIES, PLACEHOLDER_TOKEN
 from ..conversation import SignalVocab
 from ..errors import ConfigError, DataError
 from .embeddings import read_json_list
-from .json_datasets import ConversationDataset, SampleOptions
+from .json_datasets import ConversationDataset
+from .samples import SampleOptions
 
 __all__ = ["LegacyPairDataset", "normalize_legacy_caption"]
 

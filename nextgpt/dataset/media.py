@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from nextgpt.errors import ConfigError, MediaError
+from nextgpt.media_guard import check_finite, check_not_constant, decoding, open_image, require_file
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +69,6 @@ def _uniform01(rng: RNG) -> float:
     raise ConfigError(f"rng must be a numpy.random.Generator, a random.Random or None, got {type(rng).__name__}")
 
 
-def _check_file(path: PathLike) -> str:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise MediaError(path, "file not found")
-    return path
-
-
 def _positive(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
@@ -90,24 +84,20 @@ def _image_processor():
     return VaeImageProcessor()  # defaults: Lanczos resize, normalise to [-1, 1]
 
 
-def load_target_image(path: PathLike, height: int = 224, width: int = 224, resize_mode: str = "crop") -> torch.Tensor:
+def load_target_image(path: PathLike, height: int = 224, width: int = 224, resize_mode: str = "crop",
+                      max_pixels: int | None = None) -> torch.Tensor:
     """Read an image as the diffusion target: (3, height, width) float32 in [-1, 1].
 
     ``resize_mode='crop'`` scales the image to cover the box, then centre-crops (the reference's setting).
+    ``max_pixels``: the largest width x height accepted (default Pillow's limit; nextgpt/media_guard.py).
     """
-    from PIL import Image
-
     _positive("height", height)
     _positive("width", width)
     if resize_mode not in ("default", "fill", "crop"):
         raise ConfigError(f"resize_mode must be one of 'default', 'fill', 'crop', got {resize_mode!r}")
-    path = _check_file(path)
-    try:
-        with Image.open(path) as im:
-            image = im.convert("RGB")
-    except Exception as exc:  # PIL raises several unrelated types for bad files
-        raise MediaError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
-    out = _image_processor().preprocess(image, height=height, width=width, resize_mode=resize_mode)
+    image = open_image(path, max_pixels)  # MediaError for anything wrong; high bit depths scaled
+    with decoding(path, "image"):
+        out = _image_processor().preprocess(image, height=height, width=width, resize_mode=resize_mode)
     return out[0].float()
 
 
@@ -147,22 +137,18 @@ def read_video_frames(
     """
     import decord
 
-    path = _check_file(path)
-    try:
-        reader = decord.VideoReader(path, num_threads=1)
+    text = require_file(path)
+    with decoding(path, "video"):
+        reader = decord.VideoReader(text, num_threads=1)
         num_frames = len(reader)
         fps = float(reader.get_avg_fps())
-    except Exception as exc:  # decord raises RuntimeError / DECORDError for unreadable containers
-        raise MediaError(path, f"cannot open video ({type(exc).__name__}: {exc})") from exc
     if num_frames <= 0:
         raise MediaError(path, "video has no frames")
     if not math.isfinite(fps) or fps <= 0:
         raise MediaError(path, f"video reports an invalid frame rate {fps!r}")
     indices = sample_frame_indices(num_frames, fps, sample_fps, max_frames, rng)
-    try:
+    with decoding(path, f"video frames {indices[0]}..{indices[-1]}"):
         frames = reader.get_batch(indices).asnumpy()
-    except Exception as exc:
-        raise MediaError(path, f"cannot decode frames {indices[0]}..{indices[-1]} ({type(exc).__name__}: {exc})") from exc
     if frames.ndim != 4 or frames.shape[0] == 0 or frames.shape[-1] != 3:
         raise MediaError(path, f"decoded no usable frames (shape {tuple(frames.shape)})")
     n_real = frames.shape[0]
@@ -198,8 +184,9 @@ def load_target_video(
     _positive("height", height)
     _positive("width", width)
     frames, _ = read_video_frames(path, sample_fps=sample_fps, max_frames=max_frames, rng=rng)
-    pil_frames = [Image.fromarray(f) for f in frames]
-    out = _video_processor().preprocess_video(pil_frames, height=height, width=width)  # (1, 3, F, H, W)
+    with decoding(path, "video"):
+        pil_frames = [Image.fromarray(f) for f in frames]
+        out = _video_processor().preprocess_video(pil_frames, height=height, width=width)  # (1, 3, F, H, W)
     return out[0].float()
 
 
@@ -240,15 +227,12 @@ def read_audio_window(
 
     _positive("sampling_rate", sampling_rate)
     _positive("duration", duration)
-    path = _check_file(path)
-    try:
-        data, native_sr = sf.read(path, dtype="float32", always_2d=True)  # (frames, channels), PCM scaled to [-1, 1)
-    except Exception as exc:
-        raise MediaError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from exc
+    text = require_file(path)
+    with decoding(path, "audio"):
+        data, native_sr = sf.read(text, dtype="float32", always_2d=True)  # (frames, channels), PCM scaled to [-1, 1)
     if data.shape[0] == 0:
         raise MediaError(path, "audio has no samples")
-    if not np.all(np.isfinite(data)):
-        raise MediaError(path, "audio contains NaN or infinite samples")
+    check_finite(data, path, "decoded audio")
     wav = torch.from_numpy(np.ascontiguousarray(data.T))  # (channels, frames)
 
     native_target = int(native_sr * duration)
@@ -262,8 +246,11 @@ def read_audio_window(
         wav = window
 
     if native_sr != sampling_rate:
-        wav = torchaudio.functional.resample(wav, int(native_sr), int(sampling_rate))
+        with decoding(path, "audio"):
+            wav = torchaudio.functional.resample(wav, int(native_sr), int(sampling_rate))
     wav = wav[0]
+    # a silent window cannot be a generation target (peak normalisation would divide by ~0)
+    check_not_constant(wav, path, "the audio target window")
     wav = wav - wav.mean()
     wav = wav / (wav.abs().max() + 1e-8) * 0.5
 

@@ -13,7 +13,7 @@ from torch.utils.data import ConcatDataset
 from ..conversation import SignalVocab
 from ..errors import ConfigError
 from .catalog import catalog_for, get_entry, resolve_class
-from .json_datasets import SampleOptions
+from .samples import SampleOptions
 
 logger = logging.getLogger(__name__)
 

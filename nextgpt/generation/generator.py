@@ -43,12 +43,13 @@ class NextGPTGenerator:
     """
 
     def __init__(self, model, options: GenerateConfig | None = None, *, image_aspect_ratio: str | None = None,
-                 offload: bool = False):
+                 offload: bool = False, max_image_pixels: int | None = None):
         self.model = model.eval()
         self.options = options or GenerateConfig()
         if image_aspect_ratio is None:  # the configs' defaults: NEW pads, LEGACY crops
             image_aspect_ratio = "square" if model.config.signal_layout == "legacy" else "pad"
         self.image_aspect_ratio = image_aspect_ratio
+        self.max_image_pixels = max_image_pixels  # None: Pillow's limit (nextgpt/media_guard.py)
         self.template = model.config.template
         self.stops = [s for s in stop_strings(self.template) if s != model.tokenizer.eos_token]
         self.offload = offload
@@ -84,7 +85,8 @@ class NextGPTGenerator:
         config = read_checkpoint_config(path, overrides)
         model = NextGPTModel.from_pretrained(path, dtype=dtype, device=device, quantization=quantization,
                                              overrides=overrides)
-        return cls(model, config.generate, image_aspect_ratio=config.data.image_aspect_ratio, offload=offload)
+        return cls(model, config.generate, image_aspect_ratio=config.data.image_aspect_ratio, offload=offload,
+                   max_image_pixels=config.data.max_image_pixels)
 
     @property
     def device(self) -> torch.device:
@@ -96,7 +98,8 @@ class NextGPTGenerator:
         """Media files → the encoder's input tensor (its kind's preprocessing; MediaError names a bad file)."""
         from ..model.multimodal_encoder.factory import preprocess_media
 
-        return preprocess_media(items, modality, self.image_aspect_ratio, self.model.config.encoder.kind)
+        return preprocess_media(items, modality, self.image_aspect_ratio, self.model.config.encoder.kind,
+                                max_pixels=self.max_image_pixels)
 
     @torch.inference_mode()
     def encode(self, modality: str, inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -110,6 +113,10 @@ class NextGPTGenerator:
         """A user turn with its media encoded. Placeholders in `prompt` must match the media given, one each."""
         given = {"image": list(images), "video": list(videos), "audio": list(audios)}
         text = prompt
+        unknown = UNKNOWN_PLACEHOLDER.search(text)
+        if unknown:
+            raise DataError(f"the prompt holds the placeholder {unknown.group(0)!r}, a media kind this model does "
+                            f"not take (inputs: {', '.join(PLACEHOLDER_TOKEN.values())})")
         prefix = ""
         for modality in MODALITIES:
             n_marks = text.count(PLACEHOLDER_TOKEN[modality])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -114,15 +115,41 @@ def write_trained_checkpoint(outdir: str | Path, config: Config, state: dict[str
     metadata (e.g. where the weights came from). `model_overrides`: `model.*` values written into the saved
     config after the paths were made absolute (e.g. `{"llm": "llm"}` for a merged LLM inside the directory).
     """
+    outdir = Path(outdir)
+    tmp = outdir.parent / f".tmp-{outdir.name}-{os.getpid()}"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _write_checkpoint_files(tmp, config, state, tokenizer, signal_tokens, adapter, metadata, model_overrides)
+        if adapter is None and (outdir / ADAPTER_DIR).exists():
+            shutil.rmtree(outdir / ADAPTER_DIR)  # a stale adapter: from_pretrained would attach it
+        replace_files(tmp, outdir)
+    except OSError as err:  # disk full, permissions: nothing of `outdir` has been replaced yet
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"cannot write the checkpoint {outdir}: {err}; what was there before is unchanged"
+                              ) from err
+    return outdir
+
+
+def replace_files(src: Path, dst: Path) -> None:
+    """Move every entry of the fully written folder `src` into `dst`, each with an atomic rename (sub-folders
+    replaced whole), then remove `src`. Renames need no space, so a full disk cannot interrupt this half-way."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        target = dst / item.name
+        if item.is_dir() and target.exists():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    shutil.rmtree(src, ignore_errors=True)
+
+
+def _write_checkpoint_files(outdir: Path, config: Config, state: dict[str, torch.Tensor], tokenizer,
+                            signal_tokens: list[str], adapter, metadata, model_overrides) -> None:
     from safetensors.torch import save_file
 
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir.mkdir(parents=True)
     meta = {"format": FORMAT_TAG, "signal_tokens": json.dumps(list(signal_tokens)), **(metadata or {})}
     save_file({k: v.detach().contiguous() for k, v in state.items()}, str(outdir / WEIGHTS_NAME), metadata=meta)
     adapter_dir = outdir / ADAPTER_DIR
-    if adapter_dir.exists():
-        shutil.rmtree(adapter_dir)
     if adapter is not None:
         peft_config, adapter_state = adapter
         peft_config = copy.deepcopy(peft_config)
@@ -136,4 +163,3 @@ def write_trained_checkpoint(outdir: str | Path, config: Config, state: dict[str
         setattr(saved.model, key, value)
     (outdir / CONFIG_NAME).write_text(saved.to_yaml())
     tokenizer.save_pretrained(str(outdir))
-    return outdir

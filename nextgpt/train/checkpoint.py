@@ -17,6 +17,7 @@ moment leaves every earlier checkpoint intact and never a half-written one under
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -57,6 +58,61 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file is unusable (missing, unreadable header, shorter than its header says), or None."""
+    if not path.is_file():
+        return f"{path.name} is missing"
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if size > path.stat().st_size:
+                return f"{path.name} has an unreadable header (it claims {size} bytes)"
+            header = json.loads(f.read(size))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        return f"{path.name} has an unreadable header ({exc})"
+    if path.stat().st_size < 8 + size + end:
+        return f"{path.name} is truncated ({path.stat().st_size} bytes, its header needs {8 + size + end})"
+    return None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint folder `path` cannot be resumed from (a truncated weights file, a missing or broken
+    DeepSpeed state, an unreadable trainer state), or None. Reads headers and directories only."""
+    import zipfile
+
+    try:
+        json.loads((path / TRAINER_STATE).read_text())
+    except (OSError, ValueError) as exc:
+        return f"{TRAINER_STATE} unreadable ({exc})"
+    weights = [path / "model.safetensors"] + sorted((path / "adapter").glob("*.safetensors"))
+    for file in weights:
+        problem = _safetensors_problem(file)
+        if problem:
+            return problem
+    states = sorted((path / "deepspeed").rglob("*.pt"))
+    if not states:
+        return "the DeepSpeed state (deepspeed/*/*.pt) is missing"
+    for file in states:  # torch.save writes zip archives: a truncated one has no central directory
+        if not zipfile.is_zipfile(file):
+            return f"{file.relative_to(path)} is truncated or not a torch archive"
+    if not list((path / "rng").glob("rank-*.json")):
+        return "the RNG states (rng/rank-*.json) are missing"
+    return None
+
+
+def latest_usable_checkpoint(output_dir: Path) -> Path | None:
+    """The newest checkpoint that passes `checkpoint_problem`; each newer broken one is named in a warning."""
+    import logging
+
+    for path in reversed(list_checkpoints(output_dir)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        logging.getLogger(__name__).warning("checkpoint %s is damaged (%s); trying the one before it", path, problem)
+    return None
+
+
 def remove_incomplete(output_dir: Path) -> None:
     """Delete half-written checkpoints left by a killed run."""
     root = output_dir / CHECKPOINTS
@@ -73,6 +129,18 @@ def publish(tmp: Path, final: Path) -> None:
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def writing(tmp: Path, final: Path, previous: Path | None):
+    """Around the writing of a checkpoint: a disk-full or permission error removes the half-written `tmp` and
+    stops the run with a `CheckpointError` saying that `final` was not written and `previous` is still complete."""
+    try:
+        yield
+    except (OSError, CheckpointError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = f"the previous checkpoint {previous} is complete and loadable" if previous else "no earlier checkpoint"
+        raise CheckpointError(f"cannot write {final}: {err}; {kept}") from err
 
 
 def rotate(output_dir: Path, keep: int) -> None:

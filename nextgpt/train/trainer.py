@@ -14,6 +14,7 @@ import random
 import resource
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,8 +25,10 @@ import torch
 from ..config import Config
 from ..constants import MODALITIES
 from ..dataset.collator import model_inputs
+from ..dataset.samples import SKIP_REASONS
 from ..dtypes import as_dtype
 from ..errors import CheckpointError, ConfigError
+from ..model.checkpoint_format import replace_files
 from ..model.modeling import build_model
 from ..preflight import check_resume, format_problems
 from ..stages import apply_stage_preset, stage_preset
@@ -141,6 +144,7 @@ class StepStats:
     samples: float = 0.0
     tokens: float = 0.0
     skipped: float = 0.0
+    skipped_by_reason: dict[str, float] = field(default_factory=dict)  # keys: SKIP_REASONS
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -234,11 +238,14 @@ class Trainer:
             return None
         if choice == "auto":
             ckpt.remove_incomplete(self.output_dir) if self.rank == 0 else None
-            path = ckpt.latest_checkpoint(self.output_dir)
+            path = ckpt.latest_usable_checkpoint(self.output_dir)
         else:
             path = Path(choice)
             if not (path / ckpt.TRAINER_STATE).is_file():
                 raise CheckpointError(f"train.resume: {path} is not a complete checkpoint (no {ckpt.TRAINER_STATE})")
+            problem = ckpt.checkpoint_problem(path)
+            if problem:
+                raise CheckpointError(f"train.resume: {path} is damaged: {problem}")
         problems = check_resume(self.config, path) if path is not None else []
         if problems:
             raise ConfigError(format_problems(problems, f"resuming {path}"))
@@ -293,21 +300,22 @@ class Trainer:
         """Atomically write a resumable checkpoint of the current step; keep `save_total_limit` of them."""
         final = ckpt.checkpoint_dir(self.output_dir, self.global_step)
         tmp = ckpt.temporary_dir(self.output_dir, self.global_step)
-        if self.rank == 0:
-            import shutil
+        with ckpt.writing(tmp, final, ckpt.latest_checkpoint(self.output_dir)):
+            if self.rank == 0:
+                import shutil
 
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        _barrier()
-        self.engine.save_checkpoint(str(tmp / "deepspeed"), tag="state", exclude_frozen_parameters=True)
-        ckpt.write_json(ckpt.rng_file(tmp, self.rank), ckpt.capture_rng_state())
-        self._save_weights(tmp)
-        if self.rank == 0:
-            ckpt.write_json(tmp / ckpt.TRAINER_STATE, self.trainer_state())
-        _barrier()
-        if self.rank == 0:
-            ckpt.publish(tmp, final)
-            ckpt.rotate(self.output_dir, self.config.train.save_total_limit)
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            _barrier()
+            self.engine.save_checkpoint(str(tmp / "deepspeed"), tag="state", exclude_frozen_parameters=True)
+            ckpt.write_json(ckpt.rng_file(tmp, self.rank), ckpt.capture_rng_state())
+            self._save_weights(tmp)
+            if self.rank == 0:
+                ckpt.write_json(tmp / ckpt.TRAINER_STATE, self.trainer_state())
+            _barrier()
+            if self.rank == 0:
+                ckpt.publish(tmp, final)
+                ckpt.rotate(self.output_dir, self.config.train.save_total_limit)
         _barrier()
         logger.info("checkpoint saved: %s", final)
         return final
@@ -315,14 +323,15 @@ class Trainer:
     def save_final(self) -> None:
         """The stage's result at the root of `output_dir` (what the next stage's `init_from` reads)."""
         tmp = self.output_dir / ".tmp-final"
-        if self.rank == 0:
-            import shutil
+        with ckpt.writing(tmp, self.output_dir, ckpt.latest_checkpoint(self.output_dir)):
+            if self.rank == 0:
+                import shutil
 
-            shutil.rmtree(tmp, ignore_errors=True)
-        self._save_weights(tmp)
-        if self.rank == 0:
-            ckpt.write_json(tmp / ckpt.TRAINER_STATE, dict(self.trainer_state(), finished=True))
-            _replace_files(tmp, self.output_dir)
+                shutil.rmtree(tmp, ignore_errors=True)
+            self._save_weights(tmp)
+            if self.rank == 0:
+                ckpt.write_json(tmp / ckpt.TRAINER_STATE, dict(self.trainer_state(), finished=True))
+                replace_files(tmp, self.output_dir)
         _barrier()
 
     # ------------------------------------------------------------------------------------------- loop
@@ -366,6 +375,8 @@ class Trainer:
         stats = StepStats()
         for batch in batches:
             stats.skipped += batch["num_skipped"]
+            for _, reason in batch["skipped"]:
+                stats.skipped_by_reason[reason] = stats.skipped_by_reason.get(reason, 0.0) + 1
             if batch["num_samples"] == 0:
                 loss = self._empty_step_loss()
             else:
@@ -382,10 +393,12 @@ class Trainer:
             self.engine.step()
         # every rank must reduce the same keys, also one that saw no component of some kind
         keys = ["total"] + [k for k in NORMALIZER_KEYS if normalizers.get(k)]
+        reasons = [stats.skipped_by_reason.get(r, 0.0) for r in SKIP_REASONS]
         reduced = _all_reduce([stats.losses.get(k, 0.0) for k in keys] + [stats.samples, stats.tokens,
-                                                                          stats.skipped], self.device)
+                                                                          stats.skipped] + reasons, self.device)
         stats.losses = dict(zip(keys, reduced[:len(keys)]))
-        stats.samples, stats.tokens, stats.skipped = reduced[len(keys):]
+        stats.samples, stats.tokens, stats.skipped = reduced[len(keys):len(keys) + 3]
+        stats.skipped_by_reason = {r: n for r, n in zip(SKIP_REASONS, reduced[len(keys) + 3:]) if n}
         return stats
 
     def run(self) -> Path:
@@ -409,20 +422,20 @@ class Trainer:
         self.reporter = RunReporter(self.config, self.total_steps, self.global_step, self.rank)
         self.engine.train()
         micro = self._micro_batches()
-        epoch_skips = 0
+        epoch_skips: Counter[str] = Counter()
         while self.global_step < self.total_steps:
             began = time.perf_counter()
             epoch = self.epoch
             batches = [next(micro) for _ in range(t.gradient_accumulation_steps)]
             if self.epoch != epoch:  # the previous epoch ran out while fetching these batches
                 self._epoch_summary(epoch, epoch_skips)
-                epoch_skips = 0
+                epoch_skips = Counter()
             stats = self.train_step(batches)
             self.global_step += 1
             if t.log_sample_ids:
                 self._log_sample_ids(batches)
             self.sampler.advance()
-            epoch_skips += int(stats.skipped)
+            epoch_skips.update({r: int(n) for r, n in stats.skipped_by_reason.items()})
             if self.global_step % t.logging_steps == 0 or self.global_step == self.total_steps:
                 self.reporter.log(self.global_step, self._scalars(stats, time.perf_counter() - began))
             self.reporter.advance()
@@ -444,27 +457,12 @@ class Trainer:
         with open(path, "a") as f:
             f.write(json.dumps({"step": self.global_step, "ids": [i for b in batches for i in b["ids"]]}) + "\n")
 
-    def _epoch_summary(self, epoch: int, skipped: int) -> None:
+    def _epoch_summary(self, epoch: int, skipped: Counter[str]) -> None:
         if self.rank == 0:
-            level = logging.WARNING if skipped else logging.INFO
-            logger.log(level, "epoch %d: %d sample(s) skipped (missing or undecodable media, or too long)",
-                       epoch, skipped)
-
-
-def _replace_files(src: Path, dst: Path) -> None:
-    """Move every file of `src` into `dst`, each with an atomic replace (folders replaced whole)."""
-    import shutil
-
-    dst.mkdir(parents=True, exist_ok=True)
-    for item in src.iterdir():
-        target = dst / item.name
-        if item.is_dir():
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(item, target)
-        else:
-            os.replace(item, target)
-    shutil.rmtree(src, ignore_errors=True)
+            total = sum(skipped.values())
+            reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items()))
+            logger.log(logging.WARNING if total else logging.INFO, "epoch %d: %d sample(s) skipped%s",
+                       epoch, total, f" ({reasons})" if reasons else "")
 
 
 def train(config: Config) -> Path:

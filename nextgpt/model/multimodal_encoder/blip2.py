@@ -198,7 +198,8 @@ def build_blip2_encoder(checkpoint: str | None, arch: str = FROM_CHECKPOINT, dty
 # ------------------------------------------------------------------------------------------- preprocessing
 
 
-def preprocess_images(items: Sequence, image_size: int = 224, aspect_ratio: str = "square") -> torch.Tensor:
+def preprocess_images(items: Sequence, image_size: int = 224, aspect_ratio: str = "square",
+                      max_pixels: int | None = None) -> torch.Tensor:
     """Images (paths or PIL images) -> (N, 3, size, size): BLIP-2's eval processor (bicubic resize of the whole
     image to size x size, no crop; CLIP mean / std). `aspect_ratio="pad"` first pads to a square as NExT-GPT does."""
     import torchvision.transforms.functional as TF
@@ -209,7 +210,7 @@ def preprocess_images(items: Sequence, image_size: int = 224, aspect_ratio: str 
         raise ConfigError(f"aspect_ratio must be one of {ASPECT_RATIOS}, got {aspect_ratio!r}")
     out = []
     for item in items:
-        image = _open_image(item)
+        image = _open_image(item, max_pixels)
         if aspect_ratio == "pad":
             image = expand2square(image)
         image = TF.resize(image, [image_size, image_size], interpolation=TF.InterpolationMode.BICUBIC)

@@ -26,18 +26,18 @@ def build_encoder(config: EncoderConfig, dtype: torch.dtype = torch.float32,
 
 
 def preprocess_media(items: Sequence, modality: str, aspect_ratio: str = "square",
-                     kind: str = "imagebind") -> torch.Tensor:
+                     kind: str = "imagebind", max_pixels: int | None = None) -> torch.Tensor:
     """Media files (or PIL images) of one modality -> the input tensor of the encoder `kind`
-    (MediaError names a bad file)."""
+    (MediaError names a bad file; `max_pixels`: the image pixel limit, default Pillow's)."""
     if kind == "blip2":
         if modality != "image":
             raise ConfigError(f"the blip2 encoder (MiniGPT-4) takes images only, not {modality}")
         from .blip2 import preprocess_images
 
-        return preprocess_images(list(items), BLIP2_IMAGE_SIZE, aspect_ratio)
+        return preprocess_images(list(items), BLIP2_IMAGE_SIZE, aspect_ratio, max_pixels)
     from .imagebind.data import preprocess
 
-    return preprocess(list(items), modality, aspect_ratio=aspect_ratio)
+    return preprocess(list(items), modality, aspect_ratio=aspect_ratio, max_pixels=max_pixels)
 
 
 def meta_encoder(config: EncoderConfig) -> nn.Module:

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 from fractions import Fraction
-from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
@@ -21,9 +20,10 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 import torchvision.transforms.functional as TF
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from nextgpt.errors import ConfigError, MediaError
+from nextgpt.media_guard import check_finite, decoding, open_image, require_file
 
 from .tokenizer import get_tokenizer
 
@@ -76,20 +76,12 @@ def expand2square(image: Image.Image, background: tuple[int, ...] = PAD_BACKGROU
     return canvas
 
 
-def _open_image(item: PathLike | Image.Image) -> Image.Image:
+def _open_image(item: PathLike | Image.Image, max_pixels: int | None = None) -> Image.Image:
     if isinstance(item, Image.Image):
         # The reference uses PIL inputs as they are; converting RGB -> RGB is an identical copy, and other modes
         # (which crash the reference's normalisation) become RGB.
         return item if item.mode == "RGB" else item.convert("RGB")
-    path = Path(item)
-    if not path.is_file():
-        raise MediaError(path, "image file not found")
-    try:
-        with open(path, "rb") as fh:
-            image = Image.open(fh)
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise MediaError(path, f"cannot decode image: {err}") from err
+    return open_image(item, max_pixels)  # MediaError for anything wrong, 16-bit scaled, pixel limit
 
 
 def transform_image(image: Image.Image, aspect_ratio: str = "square") -> torch.Tensor:
@@ -107,14 +99,16 @@ def load_and_transform_vision_data(
     paths: Sequence[PathLike | Image.Image] | None,
     device: torch.device | str = "cpu",
     aspect_ratio: str = "square",
+    max_pixels: int | None = None,
 ) -> torch.Tensor | None:
     """Images (paths or PIL images) -> [N, 3, 224, 224]. ``aspect_ratio="pad"`` is NExT-GPT's training-time
-    expand2square with the CLIP-mean background (122, 116, 104); ``"square"`` (the default) crops."""
+    expand2square with the CLIP-mean background (122, 116, 104); ``"square"`` (the default) crops.
+    ``max_pixels``: the largest width x height accepted (default Pillow's limit; nextgpt/media_guard.py)."""
     if paths is None:
         return None
     if isinstance(paths, (str, os.PathLike, Image.Image)):
         paths = [paths]
-    images = [transform_image(_open_image(p), aspect_ratio) for p in paths]
+    images = [transform_image(_open_image(p, max_pixels), aspect_ratio) for p in paths]
     return torch.stack(images, dim=0).to(device)
 
 
@@ -129,15 +123,12 @@ def read_audio(path: PathLike) -> tuple[torch.Tensor, int]:
     For WAV this is bit-identical to ``torchaudio.load``; the array is made contiguous so that later reductions
     run in the same order as on torchaudio's tensor.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise MediaError(p, "audio file not found")
-    try:
-        data, sr = soundfile.read(str(p), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise MediaError(p, f"cannot decode audio: {err}") from err
+    text = require_file(path, "audio file")
+    with decoding(path, "audio"):
+        data, sr = soundfile.read(text, dtype="float32", always_2d=True)
     if data.shape[0] == 0:
-        raise MediaError(p, "audio file holds no samples")
+        raise MediaError(path, "audio file holds no samples")
+    check_finite(data, path, "decoded audio")  # float WAVs can hold NaN / Inf samples
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
 
 
@@ -198,21 +189,23 @@ def load_and_transform_audio_data(
     outputs = []
     for path in paths:
         waveform, sr = read_audio(path)
-        if sr != sample_rate:
-            waveform = torchaudio.functional.resample(waveform, orig_freq=sr, new_freq=sample_rate)
-        num_samples = waveform.size(1)
-        clips = []
-        for start, end in clip_timepoints(num_samples / sample_rate, clip_duration, clips_per_video):
-            view = waveform[:, int(start * sample_rate) : int(end * sample_rate)]
-            if view.size(1) < KALDI_WINDOW_SAMPLES:
-                raise MediaError(
-                    path,
-                    f"audio clip too short for a 25 ms fbank frame ({view.size(1)} samples at {sample_rate} Hz; "
-                    f"the whole file has {num_samples})",
-                )
-            clips.append(waveform_to_melspec(view, sample_rate, num_mel_bins, target_length))
-        clips = [TF.normalize(c, mean=[mean], std=[std]) for c in clips]
+        with decoding(path, "audio"):
+            if sr != sample_rate:
+                waveform = torchaudio.functional.resample(waveform, orig_freq=sr, new_freq=sample_rate)
+            num_samples = waveform.size(1)
+            clips = []
+            for start, end in clip_timepoints(num_samples / sample_rate, clip_duration, clips_per_video):
+                view = waveform[:, int(start * sample_rate) : int(end * sample_rate)]
+                if view.size(1) < KALDI_WINDOW_SAMPLES:
+                    raise MediaError(
+                        path,
+                        f"audio clip too short for a 25 ms fbank frame ({view.size(1)} samples at {sample_rate} "
+                        f"Hz; the whole file has {num_samples})",
+                    )
+                clips.append(waveform_to_melspec(view, sample_rate, num_mel_bins, target_length))
+            clips = [TF.normalize(c, mean=[mean], std=[std]) for c in clips]
         outputs.append(torch.stack(clips, dim=0))
+        check_finite(outputs[-1], path, "audio fbank")
     return torch.stack(outputs, dim=0).to(device)
 
 
@@ -224,18 +217,14 @@ def load_and_transform_audio_data(
 def _open_video(path: PathLike):
     import decord
 
-    p = Path(path)
-    if not p.is_file():
-        raise MediaError(p, "video file not found")
-    try:
-        reader = decord.VideoReader(str(p), ctx=decord.cpu(0), width=-1, height=-1, num_threads=0)
-    except (RuntimeError, decord.DECORDError) as err:
-        raise MediaError(p, f"cannot decode video: {err}") from err
+    text = require_file(path, "video file")
+    with decoding(path, "video"):
+        reader = decord.VideoReader(text, ctx=decord.cpu(0), width=-1, height=-1, num_threads=0)
     if len(reader) == 0:
-        raise MediaError(p, "video holds no frames")
+        raise MediaError(path, "video holds no frames")
     fps = float(reader.get_avg_fps())
-    if not fps > 0:
-        raise MediaError(p, f"video has no usable frame rate (avg_frame_rate {fps})")
+    if not (math.isfinite(fps) and fps > 0):
+        raise MediaError(path, f"video has no usable frame rate (avg_frame_rate {fps})")
     return reader, fps
 
 
@@ -310,17 +299,15 @@ def load_and_transform_video_data(
             _, picks = clip_frame_indices(fps, num_frames, start, end, num_samples)
             if not picks:
                 raise MediaError(path, f"no frames in the window [{float(start):.3f}s, {float(end):.3f}s)")
-            try:
+            with decoding(path, f"video frames {picks}"):
                 batch = reader.get_batch(picks)
                 # decord's global bridge may have been switched to torch by other code in the process
                 frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
-            except Exception as err:  # decord raises its own error types for corrupt streams
-                raise MediaError(path, f"cannot decode frames {picks}: {err}") from err
-            clip = torch.from_numpy(frames).to(torch.float32).permute(3, 0, 1, 2)  # [T,H,W,3] -> [3,T,H,W]
-            clip = clip / 255.0
-            clip = short_side_scale(clip, IMAGE_SIZE)
-            clip = (clip - mean) / std
-            entries.extend(spatial_crops(clip, IMAGE_SIZE))
+                clip = torch.from_numpy(frames).to(torch.float32).permute(3, 0, 1, 2)  # [T,H,W,3] -> [3,T,H,W]
+                clip = clip / 255.0
+                clip = short_side_scale(clip, IMAGE_SIZE)
+                clip = (clip - mean) / std
+                entries.extend(spatial_crops(clip, IMAGE_SIZE))
         outputs.append(torch.stack(entries, dim=0))
         del reader
     return torch.stack(outputs, dim=0).to(device)
@@ -353,11 +340,12 @@ def preprocess(
     modality: str,
     aspect_ratio: str = "square",
     device: torch.device | str = "cpu",
+    max_pixels: int | None = None,
 ) -> torch.Tensor:
     """Media of one modality -> the encoder's input tensor: image [N,3,224,224], video [N,15,3,2,224,224],
-    audio [N,3,1,128,204], text [N,77] int64. ``aspect_ratio`` applies to images only."""
+    audio [N,3,1,128,204], text [N,77] int64. ``aspect_ratio`` and ``max_pixels`` apply to images only."""
     if modality == "image":
-        return load_and_transform_vision_data(items, device, aspect_ratio=aspect_ratio)
+        return load_and_transform_vision_data(items, device, aspect_ratio=aspect_ratio, max_pixels=max_pixels)
     if modality == "video":
         return load_and_transform_video_data(items, device)
     if modality == "audio":
