@@ -20,6 +20,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from .constants import MODALITIES
 from .conversation import TEMPLATES
 from .errors import ConfigError
 
@@ -155,6 +156,8 @@ class AudioTargetConfig:
 class DataConfig:
     root: str = _opt("data", help="data root; catalog paths are relative to it")
     datasets: list[str] = _opt(factory=list, help="catalog names (nextgpt/dataset/catalog.py)")
+    eval_datasets: list[str] = _opt(factory=list, help="catalog names of held-out sets for validation losses "
+                                                       "(train.eval_every), e.g. the synthetic *_val entries")
     embed_dir: Optional[str] = _opt(None, help="override every dataset's caption-embedding folder")
     caption_embeddings: str = _opt("cache", choices=("cache", "online"),
                                    help="cache: read .npy files; online: encode captions with the decoder")
@@ -217,6 +220,10 @@ class TrainConfig:
     save_total_limit: int = _opt(1, min=1)
     logging_steps: int = _opt(1, min=1)
     log_sample_ids: bool = _opt(False, help="append every step's sample ids to OUTPUT_DIR/samples-rank-N.jsonl")
+    eval_every: int = _opt(0, min=0, help="validation losses on data.eval_datasets every N optimizer steps and at "
+                                          "the end (TensorBoard val/loss/*, trainer_state.json); 0 = never")
+    keep_best: Optional[str] = _opt(None, help="keep OUTPUT_DIR/best: the weights of the lowest validation loss of "
+                                               "this component (total, text, image_caption, image_denoise, ...)")
     seed: int = _opt(42)
     losses: LossConfig = _opt(factory=LossConfig)
 
@@ -443,3 +450,11 @@ def check_config(config: Config) -> None:
     """Cross-field checks that a single key's type/range cannot express."""
     if config.train.offload_optimizer and config.train.zero_stage == 0:
         raise ConfigError("train.offload_optimizer needs ZeRO stage 1-3, but train.zero_stage is 0")
+    if config.train.eval_every and not config.data.eval_datasets:
+        raise ConfigError("train.eval_every is set but data.eval_datasets is empty: name the held-out datasets")
+    if config.train.keep_best is not None:
+        known = ["total", "text"] + [f"{m}_{k}" for m in MODALITIES for k in ("caption", "denoise")]
+        if config.train.keep_best not in known:
+            raise ConfigError(f"train.keep_best: {config.train.keep_best!r} is not one of {known}")
+        if not config.train.eval_every:
+            raise ConfigError("train.keep_best needs validation: set train.eval_every and data.eval_datasets")

@@ -96,9 +96,25 @@ def _overrides(task: Task, options: EvalOptions, sample: Sample) -> dict[str, An
     if task.output is None:
         out["max_outputs_per_modality"] = 0  # a text answer: no signal span is ever started
     else:
+        out["max_outputs_per_modality"] = 1
         out[f"{task.output}_steps"] = options.steps
         out[f"{task.output}_guidance_scale"] = options.guidance_scale
     return out
+
+
+def _only_output(generator, task: Task):
+    """For a generation task: a logits hook that never lets the model start an output of another modality (it
+    would only cost decoding time; the task scores the forced one)."""
+    if task.output is None:
+        return None
+    signal = generator.model.signal
+    banned = [ids[0] for modality, ids in signal.token_ids.items() if modality != task.output]
+
+    def hook(step: int, logits: torch.Tensor) -> torch.Tensor:
+        logits[..., banned] = float("-inf")
+        return logits
+
+    return hook
 
 
 def _save_media(output, path: Path, video_fps: int) -> None:
@@ -123,7 +139,8 @@ def _generate(generator, task: Task, sample: Sample, options: EvalOptions, outdi
                       videos=[p for m, p in sample.media.items() if m == "video"],
                       audios=[p for m, p in sample.media.items() if m == "audio"])
     try:
-        result = generator.generate(request, force_modality=task.output, **_overrides(task, options, sample))
+        result = generator.generate(request, force_modality=task.output, logits_hook=_only_output(generator, task),
+                                    **_overrides(task, options, sample))
     except NextGPTError as err:
         raise type(err)(f"sample {sample.id!r} (#{sample.index}): {err}") from err
     record: dict[str, Any] = {"id": sample.id, "index": sample.index, "text": result.text,
@@ -156,9 +173,9 @@ def _device(options: EvalOptions) -> str:
 
 
 def generate_part(model: str | Path, task: Task, samples: list[Sample], outdir: Path, options: EvalOptions,
-                  rank: int = 0, world: int = 1) -> tuple[int, int, Any]:
-    """Generate this rank's unfinished samples; returns (generated now, skipped as already done, the generator or
-    None when nothing was left)."""
+                  rank: int = 0, world: int = 1, generator=None) -> tuple[int, int, Any]:
+    """Generate this rank's unfinished samples (with `generator`, or one loaded from `model`); returns (generated
+    now, skipped as already done, the generator or None when nothing was left)."""
     from ..dtypes import as_dtype
     from ..generation import NextGPTGenerator
 
@@ -166,10 +183,11 @@ def generate_part(model: str | Path, task: Task, samples: list[Sample], outdir: 
     mine = [s for s in samples if s.index % world == rank]
     todo = [s for s in mine if s.id not in done]
     if not todo:
-        return 0, len(mine), None
+        return 0, len(mine), generator
     if len(todo) < len(mine):
         logger.info("rank %d: resuming, %d of %d samples already done", rank, len(mine) - len(todo), len(mine))
-    generator = NextGPTGenerator.from_pretrained(model, device=_device(options), dtype=as_dtype(options.dtype))
+    if generator is None:
+        generator = NextGPTGenerator.from_pretrained(model, device=_device(options), dtype=as_dtype(options.dtype))
     with _open_part(outdir, rank, world) as part:
         for k, sample in enumerate(todo):
             _append(part, _generate(generator, task, sample, options, outdir))
@@ -194,13 +212,13 @@ def merge_parts(outdir: Path, samples: list[Sample]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------ entry point
 
 
-def _setting(task: Task, options: EvalOptions, generator, samples: list[Sample]) -> dict[str, Any]:
+def _setting(task: Task, options: EvalOptions, model: str | Path, samples: list[Sample]) -> dict[str, Any]:
     """What the numbers depend on besides the model: prompt, decoding, steps, guidance, seed, sample count."""
-    from ..config import GenerateConfig
     from ..generation import resolve_options
+    from ..model.checkpoint_format import read_checkpoint_config
 
     first = samples[0]
-    base = generator.options if generator is not None else GenerateConfig()
+    base = read_checkpoint_config(model).generate  # the generation defaults the run used
     opts = resolve_options(base, **{k: v for k, v in _overrides(task, options, first).items() if k != "seed"})
     out: dict[str, Any] = {
         "prompt": options.prompt or (first.prompt and "per sample (manifest)") or task.prompt,
@@ -208,8 +226,6 @@ def _setting(task: Task, options: EvalOptions, generator, samples: list[Sample])
         f"sampling (temperature {opts.temperature}, top_k {opts.top_k}, top_p {opts.top_p})",
         "max_new_tokens": opts.max_new_tokens, "seed": f"{options.seed} + sample index", "samples": len(samples),
     }
-    if generator is None:
-        out["note"] = "every sample came from an earlier run; generation options as given to this run"
     if task.output is not None:
         m = task.output
         out.update(forced_output=m, steps=getattr(opts, f"{m}_steps"),
@@ -224,8 +240,9 @@ def _setting(task: Task, options: EvalOptions, generator, samples: list[Sample])
 
 
 def evaluate(model: str | Path, task: str, manifest: str | Path, outdir: str | Path,
-             options: EvalOptions | None = None) -> dict[str, Any] | None:
-    """Generate, merge and score one task; returns the metrics.json content on rank 0 (None on other ranks)."""
+             options: EvalOptions | None = None, generator=None) -> dict[str, Any] | None:
+    """Generate, merge and score one task; returns the metrics.json content on rank 0 (None on other ranks).
+    `generator`: an already loaded `NextGPTGenerator` of `model` (several tasks in one process)."""
     from .report import write_task_report
     from .scoring import score_task
 
@@ -239,7 +256,8 @@ def evaluate(model: str | Path, task: str, manifest: str | Path, outdir: str | P
     rank, world, own_group = _distributed()
     began = time.perf_counter()
     try:
-        generated, skipped, generator = generate_part(model, task_def, samples, outdir, options, rank, world)
+        generated, skipped, generator = generate_part(model, task_def, samples, outdir, options, rank, world,
+                                                      generator)
         if world > 1:
             import torch.distributed as dist
 
@@ -258,7 +276,7 @@ def evaluate(model: str | Path, task: str, manifest: str | Path, outdir: str | P
         "task": task_def.name, "dataset": samples[0].dataset, "model": str(model), "manifest": str(manifest),
         "samples": len(samples), "world_size": world,
         "metrics": scored["metrics"], "feature_models": scored["feature_models"], "notes": scored["notes"],
-        "setting": _setting(task_def, options, generator, samples),
+        "setting": _setting(task_def, options, model, samples),
         "generated_now": generated, "resumed": skipped,
         "seconds": {"generation": round(seconds_generation, 2), "scoring": round(scored["seconds"], 2)},
     }
