@@ -1,9 +1,16 @@
 # Shared by pretrain_enc.sh / pretrain_dec.sh / finetune.sh: launch train.py through the DeepSpeed launcher.
-# Expects STAGE_CONFIG and SCRIPT_NAME; see usage() for the environment variables.
+# Expects STAGE_CONFIG and SCRIPT_NAME; see usage() for the environment variables. evaluate.sh sets ENTRY_SCRIPT
+# (evaluate.py) instead of STAGE_CONFIG: the same launcher then starts that script with the arguments given.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage() {
+  if [ -n "${ENTRY_SCRIPT:-}" ]; then
+    echo "usage: bash scripts/${SCRIPT_NAME} ARGUMENTS OF ${ENTRY_SCRIPT} (python ${ENTRY_SCRIPT} --help)"
+    echo "Runs ${ENTRY_SCRIPT} in NUM_GPUS processes per node through the DeepSpeed launcher (same variables as"
+    echo "scripts/finetune.sh: NUM_GPUS, HOSTFILE, MASTER_ADDR, MASTER_PORT, DRY_RUN)."
+    return
+  fi
   cat <<USAGE
 usage: bash scripts/${SCRIPT_NAME} [section.key=value ...]
 
@@ -25,7 +32,7 @@ for arg in "$@"; do
 done
 
 cd "$ROOT"
-CONFIG="${CONFIG:-$STAGE_CONFIG}"
+CONFIG="${CONFIG:-${STAGE_CONFIG:-}}"
 MASTER_PORT="${MASTER_PORT:-28460}"
 if [ -z "${NUM_GPUS:-}" ]; then
   NUM_GPUS=$(python3 -c 'import torch; print(max(torch.cuda.device_count(), 1))' 2>/dev/null || echo 1)
@@ -44,7 +51,11 @@ else
   MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
   cmd+=(--num_gpus "$NUM_GPUS" --master_addr "$MASTER_ADDR")
 fi
-cmd+=(--master_port "$MASTER_PORT" train.py --config "$CONFIG" "$@")
+if [ -n "${ENTRY_SCRIPT:-}" ]; then
+  cmd+=(--master_port "$MASTER_PORT" "$ENTRY_SCRIPT" "$@")
+else
+  cmd+=(--master_port "$MASTER_PORT" train.py --config "$CONFIG" "$@")
+fi
 
 if [ "${DRY_RUN:-0}" = "1" ]; then
   printf '%q ' "${cmd[@]}"; echo

@@ -11,11 +11,16 @@
         fid / fad: P and R = folders of files; clip_score / clipsim: P = folder of files named by sample id,
         R = {"id": "caption"} JSON
 
+    python evaluate.py convert FORMAT --annotations FILE --media-root DIR --output MANIFEST [--task T] [...]
+        a manifest from a benchmark's public annotation file (formats: coco_karpathy, flickr30k, nocaps, vqav2,
+        msrvtt, msvd_qa, msrvtt_qa, audiocaps; see nextgpt/evaluation/converters.py)
+
 Tasks: image_caption, video_caption, audio_caption, vqa, video_qa, t2i, t2v, t2a (manifests: data/README.md).
 Metrics: bleu4, meteor, rouge_l, cider, vqa_accuracy, qa_accuracy, fid, clip_score, clipsim, fad.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -55,6 +60,26 @@ def _score(argv: list[str]) -> int:
     return 0 if result.value is not None else 3
 
 
+def _convert(argv: list[str]) -> int:
+    from nextgpt.evaluation.converters import CONVERTERS, convert
+
+    parser = ArgumentParser(prog="evaluate.py convert", description=__doc__)
+    parser.add_argument("format", choices=list(CONVERTERS))
+    parser.add_argument("--annotations", required=True, type=Path, help="the public annotation file")
+    parser.add_argument("--media-root", required=True, type=Path, help="folder of the dataset's images/videos/audio")
+    parser.add_argument("--output", required=True, type=Path, help="the manifest to write")
+    parser.add_argument("--task", help="which task's manifest (captioning formats also give t2i / t2v / t2a)")
+    parser.add_argument("--split", help="Karpathy / MSR-VTT split (default test)")
+    parser.add_argument("--questions", help="vqav2: the questions file")
+    parser.add_argument("--mapping", help="msvd_qa: youtube_mapping.txt")
+    parser.add_argument("--dataset", help="vqav2 format: the dataset name (vqav2, okvqa)")
+    args = parser.parse_args(argv)
+    samples = convert(args.format, args.annotations, args.media_root, args.output, task=args.task, split=args.split,
+                      questions=args.questions, mapping=args.mapping, dataset=args.dataset)
+    print(f"{args.output}: {len(samples)} samples")
+    return 0
+
+
 def _run(argv: list[str]) -> int:
     from nextgpt.evaluation.tasks import TASKS
 
@@ -75,6 +100,7 @@ def _run(argv: list[str]) -> int:
                              "clipsim=/w/clip-vit-base-patch32 (repeatable)")
     parser.add_argument("--device", help="default: cuda:LOCAL_RANK with a GPU, else cpu")
     parser.add_argument("--dtype", default="fp32", help="fp32 (default), bf16 or fp16")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # launcher
     args = parser.parse_args(argv)
     if args.task not in TASKS:
         parser.error(f"unknown task {args.task!r}; known tasks: {', '.join(TASKS)}")
@@ -98,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return _score(argv[1:]) if argv[:1] == ["score"] else _run(argv)
+        if argv[:1] == ["score"]:
+            return _score(argv[1:])
+        if argv[:1] == ["convert"]:
+            return _convert(argv[1:])
+        return _run(argv)
     except NextGPTError as err:
         sys.stderr.write(f"error: {err}\n")
         return 1
