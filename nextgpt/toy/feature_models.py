@@ -80,14 +80,20 @@ def build_tiny_clap(outdir: str | Path, seed: int = 0) -> Path:
 
 def build_random_inception(path: str | Path, seed: int = 0) -> Path:
     """torch-fidelity's Inception-v3 weights file layout (torchvision's Inception-v3 module names, a 1008-way fc)
-    with random weights: about 95 MB, and the full network's cost (seconds per image on a CPU)."""
+    with random weights: about 95 MB, and the full network's cost (a second or more per image on a CPU)."""
     import torchvision
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    state = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True).state_dict()
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    model = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True)
+    # batch-norm statistics of one random batch, so that activations stay of order one through the 94 layers
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a plain average over the batches seen
+    with torch.no_grad():
+        model.train()(torch.randn(4, 3, 299, 299))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
     state["fc.weight"] = torch.randn(1008, 2048) * 0.01
     state["fc.bias"] = torch.zeros(1008)
     torch.save(state, path)
