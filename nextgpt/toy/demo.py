@@ -225,9 +225,9 @@ def report(root: Path) -> int:
                          f"{'falling' if last < first else 'not falling'})")
             failed += tag == "loss/total" and last >= first
             flat_denoising |= tag.endswith("_denoise") and last >= first
-    for extra in ("merged", "predictions"):
+    for extra in ("merged", "predictions", "eval"):
         if (root / extra).is_dir():
-            lines.append(f"  {root / extra}/")
+            lines.append(f"  {root / extra}/" + ("  (metrics.json, report.md, losses.png)" if extra == "eval" else ""))
             lines += [f"      {p.relative_to(root / extra)}" for p in sorted((root / extra).rglob("*"))
                       if extra == "predictions" and p.is_file()]
     if flat_denoising:
