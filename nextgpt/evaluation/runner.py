@@ -161,6 +161,8 @@ def _distributed() -> tuple[int, int, bool]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        if torch.cuda.is_available():  # one GPU per process (NCCL's barrier uses the current device)
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         return dist.get_rank(), dist.get_world_size(), True
     return dist.get_rank(), dist.get_world_size(), False
