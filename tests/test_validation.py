@@ -23,7 +23,7 @@ def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     generate(root, counts=SyntheticCounts(images=12, videos=2, audios=2, it_image=1, it_video=1, it_audio=1, mosit=1,
                                           llava=1, alpaca=1),
-             heldout=HeldoutCounts(images=3, videos=1, audios=2, llava=1, alpaca=1))
+             heldout=HeldoutCounts(images=3, videos=1, audios=2, llava=1, alpaca=1, validation=4))
     return root
 
 

@@ -42,6 +42,7 @@ class HeldoutCounts:
     audios: int = 8
     llava: int = 8
     alpaca: int = 8
+    validation: int = 4  # items per set in the *_val training-format files (validation runs at every eval_every)
 
 
 def _where(name: str, key: str = "data_path") -> str:
@@ -67,23 +68,21 @@ def write_heldout(out: Path, seed: int, counts: HeldoutCounts, dump: Callable[[s
     # training-format files of the *_val catalog entries
     rng = np.random.default_rng([seed, 102])
     for modality, prefix in (("image", "cc3m"), ("video", "webvid"), ("audio", "audiocap")):
-        dump(_where(f"{prefix}_enc_val"),
-             [comprehension_record(rng, modality, x["name"], x["caption"]) for x in items[modality]])
-        dump(_where(f"{prefix}_dec_val"),
-             [generation_record(rng, modality, x["name"], x["caption"]) for x in items[modality]])
-        sources = [{"caption": x["caption"], "name": x["name"], "id": 900_001 + k}
-                   for k, x in enumerate(items[modality])]
+        held = items[modality][:counts.validation]
+        dump(_where(f"{prefix}_enc_val"), [comprehension_record(rng, modality, x["name"], x["caption"]) for x in held])
+        dump(_where(f"{prefix}_dec_val"), [generation_record(rng, modality, x["name"], x["caption"]) for x in held])
+        sources = [{"caption": x["caption"], "name": x["name"], "id": 900_001 + k} for k, x in enumerate(held)]
         dump(_where(f"{modality}_instruction_val"),
              [t2x_record(rng, modality, idx, source) for idx, source in enumerate(sources)])
     rng = np.random.default_rng([seed, 103])
     llava = []
-    for i in range(counts.llava):
+    for i in range(counts.llava):  # (all of them in the VQA manifest, the first `validation` for validation)
         item = image_item(rng, theme=(pick(rng, tuple(COLOURS)), pick(rng, SHAPES), pick(rng, tuple(BACKGROUNDS))))
         name = f"val_llava_{i + 1:04d}.jpg"
         write_image(out / _where("llava_instruction_val", "image_folder") / name, item)
         llava.append(llava_dialogue(rng, name, item))
-    dump(_where("llava_instruction_val"), llava)
-    dump(_where("alpaca_instruction_val"), [alpaca_record(rng) for _ in range(counts.alpaca)])
+    dump(_where("llava_instruction_val"), llava[:counts.validation])
+    dump(_where("alpaca_instruction_val"), [alpaca_record(rng) for _ in range(min(counts.alpaca, counts.validation))])
 
     # evaluation manifests (paths relative to their folder)
     def rel(entry: str, modality: str, name: str) -> str:
