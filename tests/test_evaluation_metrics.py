@@ -143,7 +143,8 @@ TOKENIZER_CASES = [
     "The cat's toy is on the U.S. flag; it can't move.", "A \"quoted\" word and a well-known place: Paris -- France...",
     "It costs $5, or 1,000 yen (50%).", "people cannot stand the 3.5 ton truck", "two short beeps at 880 Hz",
     "the kids' toys are in mr. smith's car", "A woman's hat ... is red?", "rock 'n' roll isn't dead",
-    "at 10:30 the bus came", "it's a dog/cat thing", "a pink cross falling from top to bottom against a gray background",
+    "at 10:30 the bus came", "it's a dog/cat thing",
+    "a pink cross falling from top to bottom against a gray background",
 ]
 
 

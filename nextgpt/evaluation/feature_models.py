@@ -80,7 +80,8 @@ def _missing(metric: str, where: str, hint: str = "") -> CheckpointError:
         get = f"download {INCEPTION_URL} (torch-fidelity's Inception-v3) to {_inception_cache_file()}"
     else:
         target = "DIR" if hub_id else where
-        get = f"download {standard} with `hf download {standard} --local-dir {target}` and pass --feature-model {target}"
+        get = (f"download {standard} with `hf download {standard} --local-dir {target}` and pass "
+               f"--feature-model {target}")
     return CheckpointError(f"{metric} feature model weights not found: {where}{f' ({hint})' if hint else ''}; "
                            f"{get}")
 
