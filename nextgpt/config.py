@@ -39,6 +39,7 @@ from .config_schema import (
     TrainConfig,
     VideoTargetConfig,
 )
+from .constants import MODALITIES
 from .errors import ConfigError
 from .stages import stage_preset
 
@@ -296,3 +297,11 @@ def check_config(config: Config) -> None:
     if enc.kind == "blip2" and enc.output != "tokens":
         raise ConfigError("model.encoder.output must be tokens for the blip2 encoder (its Q-Former's query outputs)")
     stage_preset(config.train.stage, config.train.recipe)
+    if config.train.eval_every and not config.data.eval_datasets:
+        raise ConfigError("train.eval_every is set but data.eval_datasets is empty: name the held-out datasets")
+    if config.train.keep_best is not None:
+        known = ["total", "text"] + [f"{m}_{k}" for m in MODALITIES for k in ("caption", "denoise")]
+        if config.train.keep_best not in known:
+            raise ConfigError(f"train.keep_best: {config.train.keep_best!r} is not one of {known}")
+        if not config.train.eval_every:
+            raise ConfigError("train.keep_best needs validation: set train.eval_every and data.eval_datasets")

@@ -153,6 +153,8 @@ class AudioTargetConfig:
 class DataConfig:
     root: str = _opt("data", help="data root; catalog paths are relative to it")
     datasets: list[str] = _opt(factory=list, help="catalog names (nextgpt/dataset/catalog.py or data.catalog_files)")
+    eval_datasets: list[str] = _opt(factory=list, help="catalog names of held-out sets for validation losses "
+                                                       "(train.eval_every), e.g. the synthetic *_val entries")
     catalog_files: list[str] = _opt(factory=list, help="YAML files adding catalog entries (data/README.md); "
                                     "relative to the config file that names them")
     embed_dir: Optional[str] = _opt(None, help="override every dataset's caption-embedding folder")
@@ -233,6 +235,11 @@ class TrainConfig:
     save_total_limit: int = _opt(1, min=1)
     logging_steps: int = _opt(1, min=1)
     log_sample_ids: bool = _opt(False, help="append every step's sample ids to OUTPUT_DIR/samples-rank-N.jsonl")
+    eval_every: int = _opt(0, min=0, help="validation losses on data.eval_datasets every N optimizer steps and at "
+                                          "the end (metrics.jsonl / TensorBoard val/loss/*, trainer_state.json); "
+                                          "0 = never")
+    keep_best: Optional[str] = _opt(None, help="keep OUTPUT_DIR/best: the weights of the lowest validation loss of "
+                                               "this component (total, text, image_caption, image_denoise, ...)")
     report_to: list[str] = _opt(factory=lambda: ["tensorboard"], choices=REPORTERS,
                                 help="metric sinks besides OUTPUT_DIR/metrics.jsonl: tensorboard, wandb "
                                      "(WANDB_MODE=offline works without network)")

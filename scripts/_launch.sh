@@ -1,9 +1,16 @@
 # Shared by pretrain_enc.sh / pretrain_dec.sh / finetune.sh: launch train.py through the DeepSpeed launcher.
-# Expects STAGE_CONFIG and SCRIPT_NAME; see usage() for the environment variables.
+# Expects STAGE_CONFIG and SCRIPT_NAME; see usage() for the environment variables. evaluate.sh sets ENTRY_SCRIPT
+# (evaluate.py) instead of STAGE_CONFIG: the same launcher then starts that script with the arguments given.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage() {
+  if [ -n "${ENTRY_SCRIPT:-}" ]; then
+    echo "usage: bash scripts/${SCRIPT_NAME} ARGUMENTS OF ${ENTRY_SCRIPT} (python ${ENTRY_SCRIPT} --help)"
+    echo "Runs ${ENTRY_SCRIPT} in NUM_GPUS processes per node through the DeepSpeed launcher (same variables as"
+    echo "scripts/finetune.sh: NUM_GPUS, HOSTFILE, MASTER_ADDR, MASTER_PORT, DRY_RUN)."
+    return
+  fi
   cat <<USAGE
 usage: bash scripts/${SCRIPT_NAME} [section.key=value ...]
 
@@ -26,7 +33,7 @@ done
 
 cd "$ROOT"
 die() { echo "error: $*" >&2; exit 2; }
-CONFIG="${CONFIG:-$STAGE_CONFIG}"
+CONFIG="${CONFIG:-${STAGE_CONFIG:-}}"
 MASTER_PORT="${MASTER_PORT:-28460}"
 LAUNCHER="$ROOT/.venv/bin/deepspeed"
 [ -x "$LAUNCHER" ] || LAUNCHER="$(command -v deepspeed || true)"
@@ -68,14 +75,18 @@ else
   MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
   cmd+=(--num_gpus "$NUM_GPUS" --master_addr "$MASTER_ADDR")
 fi
-cmd+=(--master_port "$MASTER_PORT" train.py --config "$CONFIG" "$@")
-
-OUTPUT_DIR=$(PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c '
+if [ -n "${ENTRY_SCRIPT:-}" ]; then
+  cmd+=(--master_port "$MASTER_PORT" "$ENTRY_SCRIPT" "$@")
+  WHAT="$ENTRY_SCRIPT $*"
+else
+  cmd+=(--master_port "$MASTER_PORT" train.py --config "$CONFIG" "$@")
+  OUTPUT_DIR=$(PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c '
 import sys
 from nextgpt.config import load_config
 print(load_config(sys.argv[1], sys.argv[2:]).train.output_dir)' "$CONFIG" "$@") || die "cannot read $CONFIG"
-echo "launch plan: $num_nodes node(s) x $NUM_GPUS process(es); GPUs seen by $PY on this node: $SEEN;" \
-  "config $CONFIG; output $OUTPUT_DIR" >&2
+  WHAT="config $CONFIG; output $OUTPUT_DIR"
+fi
+echo "launch plan: $num_nodes node(s) x $NUM_GPUS process(es); GPUs seen by $PY on this node: $SEEN; $WHAT" >&2
 
 if [ "${DRY_RUN:-0}" = "1" ]; then
   printf '%q ' "${cmd[@]}"; echo

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The embedded default, end to end on the CPU: tiny models + synthetic data -> stages 1, 2, 3 -> LoRA merge ->
-# predictions. Everything lands in checkpoints/demo/ (stage_1, stage_2, stage_3, merged, predictions).
+# predictions -> evaluation. Everything lands in checkpoints/demo/ (stage_1, stage_2, stage_3, merged, predictions,
+# eval).
 # Re-running resumes / reuses what is already there; delete checkpoints/demo for a fresh run.
 set -euo pipefail
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
@@ -40,6 +41,10 @@ python merge_lora_weights.py --model checkpoints/demo/stage_3 --output checkpoin
 step "predictions"
 python -m nextgpt demo predict --model checkpoints/demo/merged --output-dir checkpoints/demo/predictions \
   --data data/synthetic
+
+step "evaluation on the synthetic held-out split, and the loss curves (checkpoints/demo/eval)"
+python -m nextgpt demo evaluate --model checkpoints/demo/merged --output-dir checkpoints/demo/eval \
+  --data data/synthetic --models checkpoints/tiny --runs checkpoints/demo
 
 step "summary"
 python -m nextgpt demo report checkpoints/demo

@@ -67,7 +67,13 @@ def test_default_set_is_small_and_fast(default_set):
         "IT_data/MosIT_data/mosit_instruction_tuning.json", "IT_data/T+X-T_data/llava/preprocessed_llava.json",
         "IT_data/T+X-T_data/alpaca/preprocessed_alpaca.json", "cc_sbu_align/filter_cap.json",
     }
-    assert set(manifest["json_records"]) == expected
+    heldout = {f"heldout/{n}.json" for n in (
+        "cc3m_comprehension", "cc3m_generation", "webvid_comprehension", "webvid_generation", "audiocap_comprehension",
+        "audiocap_generation", "image_instruction_tuning", "video_instruction_tuning", "audio_instruction_tuning",
+        "llava", "alpaca")}
+    manifests = {f"heldout/eval/{t}.json" for t in ("image_caption", "video_caption", "audio_caption", "vqa",
+                                                     "video_qa", "t2i", "t2v", "t2a")}
+    assert set(manifest["json_records"]) == expected | heldout | manifests
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
@@ -149,7 +155,7 @@ def test_every_json_follows_the_reference_schema(default_set):
     for path in _json_files(out):
         rel = path.relative_to(out).as_posix()
         data = json.loads(path.read_text(encoding="utf-8"))
-        if rel == "manifest.json":
+        if rel == "manifest.json" or rel.startswith("heldout/eval/"):  # evaluation manifests: test_evaluation_*
             continue
         if rel == "cc_sbu_align/filter_cap.json":  # MiniGPT-4's layout: {"annotations": [{image_id, caption}]}
             notes = data["annotations"]

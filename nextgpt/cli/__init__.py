@@ -1,7 +1,8 @@
 """The `nextgpt` command: one subcommand per entry point, each in its own module of this package.
 
 Every module here defines ``main(argv) -> int`` (its argument parser and the call into the library); the
-top-level scripts (train.py, predict.py, merge_lora_weights.py, preprocess_embeddings.py) call the same functions.
+top-level scripts (train.py, predict.py, merge_lora_weights.py, preprocess_embeddings.py, evaluate.py) call the same
+functions.
 This package is the only place in the library that parses arguments.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embeddings": ("embeddings", "precompute caption embeddings with a decoder (preprocess_embeddings.py)"),
     "tiny": ("tiny", "build the tiny random models in their real on-disk formats"),
     "synthetic": ("synthetic", "write the embedded default's synthetic dataset"),
-    "demo": ("demo", "the embedded default's steps: prepare, predict, report"),
+    "demo": ("demo", "the embedded default's steps: prepare, predict, evaluate, report"),
+    "evaluate": ("evaluate", "the paper's benchmarks and metrics; `evaluate score` scores outputs (evaluate.py)"),
     "check": ("check", "check a training config's paths and dataset names before anything loads (train.py --check)"),
     "prepare": ("prepare", "turn public raw data into the catalog's files (prepare_data.py)"),
     "download": ("download", "download the pretrained weights a config needs (huggingface_hub, ImageBind URL)"),

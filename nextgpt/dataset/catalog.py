@@ -96,6 +96,8 @@ _IT_EMBED = "it/embed"  # caption embeddings of the instruction data (the refere
 # (Its video and audio embeddings have the NEW widths, ZeroScope 1024 / AudioLDM 512, and share the NEW folders.)
 _EMBED_SD15 = "embed_sd15"
 _IT_EMBED_SD15 = "it/embed_sd15"
+_HELD = "heldout"  # held-out splits (validation losses, evaluation manifests)
+_HELD_EMBED = "heldout/embed"
 
 CATALOG: dict[str, CatalogEntry] = {
     # ---- stage 1, encoding side: X -> text captions (comprehension files) --------------------------------------
@@ -133,7 +135,29 @@ CATALOG: dict[str, CatalogEntry] = {
     "videochat_instruction": conversation_data(f"{_TX2T}/videochat/videochat.json",
                                                video_folder=f"{_TX2T}/videochat/video",
                                                description="VideoChat: video + text -> text"),
-    # ---- LEGACY (2023 release): the raw pair files with the legacy stage-1/2 text ------------------------------
+    # ---- held-out splits for validation losses (data.eval_datasets); the synthetic dataset writes them --------
+    "cc3m_enc_val": conversation_data(f"{_HELD}/cc3m_comprehension.json", image_folder=f"{_HELD}/images",
+                                      description="held-out image captioning"),
+    "webvid_enc_val": conversation_data(f"{_HELD}/webvid_comprehension.json", video_folder=f"{_HELD}/videos",
+                                        description="held-out video captioning"),
+    "audiocap_enc_val": conversation_data(f"{_HELD}/audiocap_comprehension.json", audio_folder=f"{_HELD}/audios",
+                                          description="held-out audio captioning"),
+    "cc3m_dec_val": conversation_data(f"{_HELD}/cc3m_generation.json", image_folder=f"{_HELD}/images",
+                                      embed_folder=_HELD_EMBED, description="held-out text-to-image"),
+    "webvid_dec_val": conversation_data(f"{_HELD}/webvid_generation.json", video_folder=f"{_HELD}/videos",
+                                        embed_folder=_HELD_EMBED, description="held-out text-to-video"),
+    "audiocap_dec_val": conversation_data(f"{_HELD}/audiocap_generation.json", audio_folder=f"{_HELD}/audios",
+                                          embed_folder=_HELD_EMBED, description="held-out text-to-audio"),
+    "image_instruction_val": conversation_data(f"{_HELD}/image_instruction_tuning.json", embed_folder=_HELD_EMBED,
+                                               description="held-out T-T+X: text -> text + image"),
+    "video_instruction_val": conversation_data(f"{_HELD}/video_instruction_tuning.json", embed_folder=_HELD_EMBED,
+                                               description="held-out T-T+X: text -> text + video"),
+    "audio_instruction_val": conversation_data(f"{_HELD}/audio_instruction_tuning.json", embed_folder=_HELD_EMBED,
+                                               description="held-out T-T+X: text -> text + audio"),
+    "llava_instruction_val": conversation_data(f"{_HELD}/llava.json", image_folder=f"{_HELD}/llava_images",
+                                               description="held-out image + text -> text"),
+    "alpaca_instruction_val": conversation_data(f"{_HELD}/alpaca.json", description="held-out text -> text"),
+    # ---- LEGACY (2023 release, spec §6.8): the raw pair files with the legacy stage-1/2 text -------------------
     "cc3m_enc_legacy": legacy_pair_data(f"{_PAIRS}/cc3m/cc3m.json", modality="image", task="comprehension",
                                         media_folder=f"{_PAIRS}/cc3m/images"),
     "webvid_enc_legacy": legacy_pair_data(f"{_PAIRS}/webvid/webvid.json", modality="video", task="comprehension",

@@ -2,6 +2,8 @@
 
     prepare   tiny models (if missing), the synthetic dataset, every caption embedding the catalog needs
     predict   a text answer, an image, a sound, a video, and an answer about an input image
+    evaluate  every evaluation task on the synthetic held-out split, scored with tiny random feature models, and
+              the plot of the training and validation losses of each stage
     report    where everything is, and each stage's losses at the start and at the end (from TensorBoard)
 
 Every data path comes from the dataset catalog (`nextgpt/dataset/catalog.py`), like the synthetic dataset's.
@@ -46,12 +48,16 @@ def precompute_catalog_embeddings(data_root: str | Path, decoders: dict[str, str
 
 def prepare(models: Path, data: Path, seed: int = 0) -> None:
     from .decoders import TINY_DECODER_DIRS
+    from .feature_models import build_tiny_feature_models
     from .models import build_tiny_models
     from .synthetic_data import generate
 
     if not (models / "llm" / "config.json").is_file():
         logger.info("building the tiny models in %s", models)
         build_tiny_models(models, seed=seed)
+    if not all((models / FEATURE_MODELS_DIR / name / "config.json").is_file() for name in ("clip", "clap")):
+        logger.info("building the tiny feature models of the metrics in %s", models / FEATURE_MODELS_DIR)
+        build_tiny_feature_models(models / FEATURE_MODELS_DIR, seed=seed)
     logger.info("writing the synthetic dataset to %s", data)
     generate(data, seed=seed)
     written = precompute_catalog_embeddings(data, {m: models / f for m, f in TINY_DECODER_DIRS.items()})
@@ -139,6 +145,55 @@ def predict(model: Path, outdir: Path, data: Path) -> list[dict]:
     return results
 
 
+FEATURE_MODELS_DIR = "feature_models"  # under the tiny models folder: clip/, clap/
+#: the demo evaluation's size and settings (docs/performance.md: at most 60 s on 2 cores)
+EVAL_SAMPLES_PER_TASK = 6
+EVAL_MAX_NEW_TOKENS = 64  # the longest held-out answer is 24 tokens; room for the 47-token video span
+EVAL_CAPTION_METRICS = ("bleu4", "rouge_l", "cider")  # METEOR's Java start alone takes 5-15 s
+
+
+def evaluate(model: Path, data: Path, models: Path, outdir: Path, root: Path | None = None) -> dict:
+    """Every evaluation task on the synthetic held-out split (`data`/heldout/eval), one loaded model for all;
+    generation metrics with the tiny random CLIP / CLAP under `models`. Writes `outdir`/<task>/,
+    `outdir`/metrics.json, report.md and, when the stage runs are under `root`, losses.png. Prints the table."""
+    import time
+
+    from nextgpt.evaluation import EvalOptions, TASKS, evaluate as evaluate_task, plot_loss_curves, write_summary
+    from nextgpt.generation import NextGPTGenerator
+
+    from .synthetic_heldout import EVAL_FOLDER
+
+    began = time.perf_counter()
+    features = models / FEATURE_MODELS_DIR
+    feature_models = {"fid": str(features / "clip"), "clip_score": str(features / "clip"),
+                      "clipsim": str(features / "clip"), "fad": str(features / "clap")}
+    generator = NextGPTGenerator.from_pretrained(model)
+    results = []
+    for name, task in TASKS.items():
+        metrics = EVAL_CAPTION_METRICS if task.output is None and "references" in task.fields else None
+        options = EvalOptions(limit=EVAL_SAMPLES_PER_TASK, max_new_tokens=EVAL_MAX_NEW_TOKENS,
+                              feature_models=feature_models, metrics=metrics)
+        results.append(evaluate_task(model, name, data / EVAL_FOLDER / f"{name}.json", outdir / name, options,
+                                     generator=generator))
+    notes = ["data: the synthetic held-out split (never trained on); the paper's numbers are for its benchmarks",
+             "FID, CLIP score, CLIPSIM and FAD use tiny RANDOM feature models (nextgpt.toy.feature_models): their "
+             "numbers only show that the pipeline runs",
+             "METEOR is left out of the demo (its Java start takes seconds); `evaluate.py` computes it"]
+    plot = None
+    if root is not None and any((root / s / "logs").is_dir() for s in ("stage_1", "stage_2", "stage_3")):
+        plot = plot_loss_curves({s.replace("_", " "): root / s for s in ("stage_1", "stage_2", "stage_3")},
+                                outdir / "losses.png")
+    seconds = round(time.perf_counter() - began, 1)
+    table = write_summary(outdir, results, "Demo evaluation (tiny model, synthetic held-out split)", notes,
+                          extra={"seconds": seconds, "model": str(model),
+                                 "plot": str(plot) if plot else None})
+    print(table)
+    for note in notes:
+        print(f"note: {note}")
+    print(f"evaluation written to {outdir} (metrics.json, report.md{', losses.png' if plot else ''}) in {seconds} s")
+    return {"results": results, "seconds": seconds}
+
+
 def stage_losses(run_dir: Path) -> dict[str, tuple[float, float, int]]:
     """{tag: (mean of the first tenth, mean of the last tenth, number of points)} of a run's loss curves."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -172,9 +227,9 @@ def report(root: Path) -> int:
                          f"{'falling' if last < first else 'not falling'})")
             failed += tag == "loss/total" and last >= first
             flat_denoising |= tag.endswith("_denoise") and last >= first
-    for extra in ("merged", "predictions"):
+    for extra in ("merged", "predictions", "eval"):
         if (root / extra).is_dir():
-            lines.append(f"  {root / extra}/")
+            lines.append(f"  {root / extra}/" + ("  (metrics.json, report.md, losses.png)" if extra == "eval" else ""))
             lines += [f"      {p.relative_to(root / extra)}" for p in sorted((root / extra).rglob("*"))
                       if extra == "predictions" and p.is_file()]
     if flat_denoising:

@@ -37,6 +37,7 @@ from .synthetic_media import (
     write_image,
     write_video,
 )
+from .synthetic_heldout import HELDOUT_CATALOG_NAMES, HeldoutCounts, write_heldout
 from .synthetic_records import (
     alpaca_record,
     comprehension_record,
@@ -106,7 +107,7 @@ def _write_json(path: Path, data: Any) -> None:
 CATALOG_NAMES = (
     "cc3m_enc", "webvid_enc", "audiocap_enc", "cc3m_dec", "webvid_dec", "audiocap_dec",
     "image_instruction", "video_instruction", "audio_instruction", "mosit_instruction",
-    "llava_instruction", "alpaca_instruction", "cc3m_pairs_minigpt4", "cc_sbu_align",
+    "llava_instruction", "alpaca_instruction", "cc3m_pairs_minigpt4", "cc_sbu_align", *HELDOUT_CATALOG_NAMES,
 )
 _PAIR_SETS = (("cc3m", "image"), ("webvid", "video"), ("audiocap", "audio"))  # (set, modality of its media)
 
@@ -141,7 +142,8 @@ def _clear_previous(out: Path) -> None:
     manifest.unlink()
 
 
-def generate(outdir: str | os.PathLike, seed: int = 0, counts: SyntheticCounts | None = None) -> dict[str, Any]:
+def generate(outdir: str | os.PathLike, seed: int = 0, counts: SyntheticCounts | None = None,
+             heldout: HeldoutCounts | None = None) -> dict[str, Any]:
     """Write the synthetic dataset under ``outdir`` and return its manifest (also written as manifest.json).
 
     Deterministic: the same ``seed`` and ``counts`` give identical bytes (JSON, JPEG, WAV, MP4) with the same
@@ -237,11 +239,15 @@ def generate(outdir: str | os.PathLike, seed: int = 0, counts: SyntheticCounts |
     _write_json(path, {"annotations": annotations})
     json_counts[path.relative_to(out).as_posix()] = len(annotations)
 
+    # --- held-out split: validation sets and evaluation manifests ----------------------------------------------
+    write_heldout(out, seed, heldout or HeldoutCounts(), dump)
+
     # --- manifest -----------------------------------------------------------------------------------------------
     embed_folders = {"T_X_pair_data": _where("cc3m_dec", "embed_folder"),
-                     "IT_data": _where("image_instruction", "embed_folder")}
-    # caption embeddings belong to preprocess_embeddings: skip the top folders that hold them
-    skipped = tuple(f"{folder.split('/')[0]}/" for folder in embed_folders.values())
+                     "IT_data": _where("image_instruction", "embed_folder"),
+                     "heldout": _where("cc3m_dec_val", "embed_folder")}
+    # caption embeddings belong to preprocess_embeddings: skip the folders that hold them
+    skipped = tuple(f"{folder}/" for folder in embed_folders.values())
     files = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"):
         rel = path.relative_to(out).as_posix()

@@ -90,6 +90,25 @@ class RunReporter:
         else:
             print(self.line(step, scalars), flush=True)
 
+    def log_validation(self, step: int, losses: dict[str, float]) -> None:
+        """Validation losses (`val/loss/<component>`), to the same sinks as the training scalars, and one line."""
+        if not self.active:
+            return
+        scalars = {f"val/loss/{k}": v for k, v in losses.items()}
+        with open(self.output_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps({"step": step, **scalars}) + "\n")
+        if self.tensorboard is not None:
+            for key, value in scalars.items():
+                self.tensorboard.add_scalar(key, value, step)
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=step)
+        text = f"stage {self.config.train.stage} step {step}/{self.total_steps} | validation | " + \
+            " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
     def line(self, step: int, scalars: dict[str, float]) -> str:
         """`stage 1 step 20/100 | loss 2.3456 (text 2.3456) | lr 1.00e-03 | 12.3 samples/s | ETA 0:01:23`."""
         parts = [k[5:] for k in scalars if k.startswith("loss/") and k != "loss/total"]

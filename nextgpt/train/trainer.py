@@ -33,8 +33,12 @@ from ..model.modeling import build_model
 from ..preflight import check_resume, format_problems
 from ..stages import apply_stage_preset, stage_preset
 from . import checkpoint as ckpt
+from .batches import NORMALIZER_KEYS, loss_normalizers
+from .batches import all_reduce as _all_reduce
+from .batches import to_device as _to_device
 from .optim import build_optimizer, deepspeed_config, lr_lambda, parameter_groups
 from .reporting import RunReporter
+from .validation import Validator
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +79,6 @@ def finish_distributed() -> None:
         dist.destroy_process_group()
 
 
-def _all_reduce(values: list[float], device: torch.device) -> list[float]:
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
 def _barrier() -> None:
     import torch.distributed as dist
 
@@ -111,29 +106,6 @@ def seed_everything(seed: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- batches
-
-
-def _to_device(value: Any, device: torch.device, dtype: torch.dtype) -> Any:
-    """Move a batch: float tensors to the training dtype, integer tensors as they are."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device=device, dtype=dtype if value.is_floating_point() else None)
-    if isinstance(value, dict):
-        return {k: _to_device(v, device, dtype) for k, v in value.items()}
-    return value
-
-
-def loss_normalizers(batches: list[dict]) -> list[float]:
-    """Local counts the losses of one optimizer step are averaged over, in `NORMALIZER_KEYS` order."""
-    text = sum(float((b["labels"][:, 1:] != -100).sum()) for b in batches)
-    counts = [text]
-    for m in MODALITIES:
-        counts.append(sum(float(len(b["caption_embeddings"][m])) if m in b["caption_embeddings"]
-                          else float(len(b["captions"].get(m, []))) for b in batches))
-        counts.append(sum(float(len(b["targets"][m])) for b in batches if m in b["targets"]))
-    return counts
-
-
-NORMALIZER_KEYS = ["text"] + [f"{m}_{kind}" for m in MODALITIES for kind in ("caption", "denoise")]
 
 
 @dataclass
@@ -187,10 +159,13 @@ class Trainer:
                    and config.model.output(m).decoder]
         tokens = self.model.media_tokens_per_item()
         media_tokens = {m: tokens for m in MODALITIES} if tokens else None
-        self.dataset, modalities, lengths = build_train_dataset(
-            config.data, self.model.tokenizer, self.model.signal, config.model.template,
-            max_length=config.model.max_length if media_tokens else None, media_tokens=media_tokens,
-            target_modalities=targets, model_config=config.model)
+        dataset_args = dict(tokenizer=self.model.tokenizer, signal=self.model.signal, template=config.model.template,
+                            max_length=config.model.max_length if media_tokens else None,
+                            media_tokens=media_tokens, target_modalities=targets, model_config=config.model)
+        self.dataset, modalities, lengths = build_train_dataset(config.data, **dataset_args)
+        self.validator = Validator(config, dataset_args, self.rank, self.world) if t.eval_every else None
+        self.validation: dict[str, Any] | None = None  # the latest validation, written into every checkpoint
+        self.best: dict[str, Any] | None = None  # train.keep_best: the best validation so far
         if config.data.sampler == "round_robin":  # LEGACY: one dataset per batch, in turn, oversampled
             self.sampler = RoundRobinBatchSampler(
                 [len(d) for d in self.dataset.datasets], t.micro_batch_size, world_size=self.world, rank=self.rank,
@@ -259,6 +234,7 @@ class Trainer:
         state = ckpt.read_json(path / ckpt.TRAINER_STATE)
         self.global_step, self.epoch = state["global_step"], state["epoch"]
         self.sampler.load_state_dict(state["sampler"])
+        self.validation, self.best = state.get("validation"), state.get("best")
         rng = ckpt.rng_file(path, self.rank)
         if not rng.is_file():
             raise CheckpointError(f"{path}: no RNG state for rank {self.rank} (resumed with another world size?)")
@@ -294,7 +270,7 @@ class Trainer:
     def trainer_state(self) -> dict[str, Any]:
         return {"global_step": self.global_step, "epoch": self.epoch, "total_steps": self.total_steps,
                 "stage": self.config.train.stage, "world_size": self.world, "sampler": self.sampler.state_dict(),
-                "trainable_groups": self.trainable_names}
+                "trainable_groups": self.trainable_names, "validation": self.validation, "best": self.best}
 
     def save_checkpoint(self) -> Path:
         """Atomically write a resumable checkpoint of the current step; keep `save_total_limit` of them."""
@@ -439,14 +415,40 @@ class Trainer:
             if self.global_step % t.logging_steps == 0 or self.global_step == self.total_steps:
                 self.reporter.log(self.global_step, self._scalars(stats, time.perf_counter() - began))
             self.reporter.advance()
+            if t.eval_every and self.global_step % t.eval_every == 0:
+                self.validate()
             if self.global_step % t.save_steps == 0 and self.global_step < self.total_steps:
                 self.save_checkpoint()
         self._epoch_summary(self.epoch, epoch_skips)
+        if t.eval_every and (self.validation or {}).get("step") != self.global_step:
+            self.validate()
         if not (ckpt.checkpoint_dir(self.output_dir, self.global_step) / ckpt.TRAINER_STATE).is_file():
             self.save_checkpoint()  # (a finished run started again already has it)
         self.save_final()
         self.reporter.close()
         return self.output_dir
+
+    def validate(self) -> dict[str, float]:
+        """Validation losses now (logged as val/loss/*, kept for the checkpoints' trainer_state.json); with
+        train.keep_best, a new best is saved to OUTPUT_DIR/best (weights + best.json), atomically."""
+        losses = self.validator.run(self)
+        self.validation = {"step": self.global_step, "losses": losses, "samples": self.validator.num_samples}
+        self.reporter.log_validation(self.global_step, losses)
+        key = self.config.train.keep_best
+        if key is not None and key in losses and (self.best is None or losses[key] < self.best["value"]):
+            self.best = {"step": self.global_step, "metric": f"val/loss/{key}", "value": losses[key]}
+            tmp, final = self.output_dir / ".tmp-best", self.output_dir / "best"
+            with ckpt.writing(tmp, final, final if final.is_dir() else None):
+                if self.rank == 0:
+                    import shutil
+
+                    shutil.rmtree(tmp, ignore_errors=True)
+                self._save_weights(tmp)
+                if self.rank == 0:
+                    ckpt.write_json(tmp / "best.json", dict(self.best, validation=self.validation))
+                    ckpt.publish(tmp, final)
+            _barrier()
+        return losses
 
     def _log_sample_ids(self, batches: list[dict]) -> None:
         """Which samples this rank trained on at this step (to audit the data order, e.g. across resumes)."""
