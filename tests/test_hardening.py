@@ -385,7 +385,9 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_previous_one_used(tmp_path
     else:
         weights.write_bytes((20).to_bytes(8, "little") + b"{not json at all}   " + b"\0" * 100)
     assert ckpt.checkpoint_problem(good) is None
-    fake = SimpleNamespace(config=SimpleNamespace(train=SimpleNamespace(resume="auto")), output_dir=tmp_path, rank=0)
+    # allow_config_change: the resume guard (config vs checkpoint) is not what this test is about
+    train = SimpleNamespace(resume="auto", allow_config_change=True)
+    fake = SimpleNamespace(config=SimpleNamespace(train=train), output_dir=tmp_path, rank=0)
     from nextgpt.train.trainer import Trainer
 
     with caplog.at_level(logging.WARNING, logger="nextgpt.train.checkpoint"):

@@ -13,6 +13,7 @@ import torch
 from ..config import GenerateConfig
 from ..constants import MODALITIES, PLACEHOLDER_TOKEN
 from ..conversation import get_template, tokenize_conversation
+from ..dataset.samples import UNKNOWN_PLACEHOLDER
 from ..errors import DataError, NextGPTError
 from .forcing import DecodeRow, allowed_starts, as_force, check_force, pending, sample, stop_strings
 from .types import (
