@@ -8,7 +8,9 @@ import pytest
 
 from nextgpt.dataset import catalog
 from nextgpt.dataset.mixture import resolve_params
-from nextgpt.dataset.json_datasets import ConversationDataset, LegacyPairDataset
+from nextgpt.dataset.json_datasets import ConversationDataset
+from nextgpt.dataset.pair_data import LegacyPairDataset
+from nextgpt.dataset.webdataset import ShardSource
 from nextgpt.errors import ConfigError
 
 REFERENCE_NAMES = {
@@ -60,7 +62,7 @@ def test_entries_have_their_own_folders():
 def test_every_entry_builds_its_class_signature(name):
     entry = catalog.CATALOG[name]
     cls = catalog.resolve_class(entry)
-    assert cls in (ConversationDataset, LegacyPairDataset)
+    assert cls in (ConversationDataset, LegacyPairDataset, ShardSource)
     inspect.signature(cls).bind(tokenizer=None, signal=None, options=None, name=name, **entry.params)
 
 

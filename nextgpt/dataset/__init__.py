@@ -1,12 +1,12 @@
 """Training data: catalog, datasets, collator, sampler, decoder targets, caption embeddings.
 
-The trainer's entry points::
+The trainer's entry point::
 
-    dataset, modalities, lengths = build_train_dataset(config.data, tokenizer, signal, config.model.template,
-                                                       max_length, media_tokens, target_modalities)
-    sampler = ModalityGroupedBatchSampler(modalities, lengths, micro_batch_size, ...)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=DataCollator.from_tokenizer(tokenizer),
-                        num_workers=config.data.num_workers)
+    data = build_train_data(config, tokenizer, signal, media_tokens=..., targets=..., world_size=..., rank=...,
+                            dtype=...)   # data.dataset, data.loader, data.position (resumable)
+
+(JSON datasets: `build_train_dataset` + `ModalityGroupedBatchSampler` + `DataCollator`; WebDataset shards: a
+`ShardStream`; see `loader.py`.)
 """
 from .mixture import NextGPTConcatDataset, build_dataset, build_train_dataset
 from .catalog import CATALOG, CatalogEntry, conversation_data, get_entry, legacy_pair_data, register
@@ -16,18 +16,21 @@ from .json_datasets import (
     SKIP_MISSING_MEDIA,
     SKIP_TOO_LONG,
     ConversationDataset,
-    LegacyPairDataset,
     SampleOptions,
     SkippedSample,
 )
 from .embeddings import embedding_file_name, embedding_path, precompute_caption_embeddings
+from .pair_data import LegacyPairDataset
 from .sampler import ModalityGroupedBatchSampler
+from .feature_cache import FeatureCache, build_feature_cache, encoder_identity
+from .loader import TrainData, build_train_data
 
 __all__ = [
     "CATALOG",
     "CatalogEntry",
     "ConversationDataset",
     "DataCollator",
+    "FeatureCache",
     "FORWARD_KEYS",
     "LegacyPairDataset",
     "ModalityGroupedBatchSampler",
@@ -38,11 +41,15 @@ __all__ = [
     "SampleOptions",
     "SkipStats",
     "SkippedSample",
+    "TrainData",
     "build_dataset",
+    "build_feature_cache",
+    "build_train_data",
     "build_train_dataset",
     "conversation_data",
     "embedding_file_name",
     "embedding_path",
+    "encoder_identity",
     "get_entry",
     "is_empty_batch",
     "legacy_pair_data",

@@ -31,11 +31,13 @@ __all__ = [
     "get_entry",
     "legacy_pair_data",
     "register",
+    "webdataset_data",
     "resolve_class",
 ]
 
 CONVERSATION_DATASET = "nextgpt.dataset.json_datasets.ConversationDataset"
-LEGACY_PAIR_DATASET = "nextgpt.dataset.json_datasets.LegacyPairDataset"
+LEGACY_PAIR_DATASET = "nextgpt.dataset.pair_data.LegacyPairDataset"
+SHARD_DATASET = "nextgpt.dataset.webdataset.ShardSource"
 LEGACY_PROMPT = "generate a caption"  # the 2023 release's stage-1 prompt (its config key `prompt`)
 
 
@@ -70,6 +72,17 @@ def legacy_pair_data(data_path: str, *, modality: str, task: str, media_folder: 
     return CatalogEntry(LEGACY_PAIR_DATASET, {
         "data_path": data_path, f"{modality}_folder": media_folder, "embed_folder": embed_folder,
         "modality": modality, "task": task, "prompt": prompt}, description)
+
+
+def webdataset_data(shards: str, *, modality: str | None = None, task: str | None = None,
+                    embed_folder: str | None = None, prompt: str = LEGACY_PROMPT,
+                    description: str = "") -> CatalogEntry:
+    """An entry for WebDataset ``.tar`` shards (img2dataset / video2dataset layout; `shards` is a pattern such as
+    ``cc3m/{00000..00331}.tar`` or ``cc3m/*.tar``). Caption pairs (a medium + ``txt``) are read with `modality`
+    and `task` ("comprehension" or "generation", the pair text of the LEGACY files); samples with a ``json``
+    member holding ``conversations`` (what ``make_shards.py`` writes from a reference JSON) as they are."""
+    return CatalogEntry(SHARD_DATASET, {"shards_path": shards, "modality": modality, "task": task,
+                                        "embed_folder": embed_folder, "prompt": prompt}, description)
 
 
 _PAIRS = "T_X_pair_data"
@@ -129,6 +142,13 @@ CATALOG: dict[str, CatalogEntry] = {
     "audiocap_dec_legacy": legacy_pair_data(f"{_PAIRS}/audiocap/audiocap.json", modality="audio",
                                             task="generation", media_folder=f"{_PAIRS}/audiocap/audios",
                                             embed_folder=_EMBED),
+    # ---- WebDataset shards (data/README.md: img2dataset / video2dataset, or make_shards.py) -------------------
+    "cc3m_enc_wds": webdataset_data("webdataset/cc3m/*.tar", modality="image", task="comprehension",
+                                    description="CC3M shards, image captioning"),
+    "webvid_enc_wds": webdataset_data("webdataset/webvid/*.tar", modality="video", task="comprehension",
+                                      description="WebVid shards, video captioning"),
+    "audiocap_enc_wds": webdataset_data("webdataset/audiocap/*.tar", modality="audio", task="comprehension",
+                                        description="AudioCaps shards, audio captioning"),
 }
 
 

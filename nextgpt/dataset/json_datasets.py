@@ -29,6 +29,7 @@ import dataclasses
 import logging
 import os
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -55,13 +56,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ConversationDataset",
-    "LegacyPairDataset",
     "SampleOptions",
     "SkippedSample",
     "SKIP_BAD_MEDIA",
     "SKIP_MISSING_MEDIA",
     "SKIP_TOO_LONG",
-    "normalize_legacy_caption",
 ]
 
 # Why a sample was skipped (keys of the per-epoch summary).
@@ -102,6 +101,7 @@ class SampleOptions:
     image_target: Mapping[str, Any] = field(default_factory=dict)  # load_target_image keyword arguments
     video_target: Mapping[str, Any] = field(default_factory=dict)
     audio_target: Mapping[str, Any] = field(default_factory=dict)
+    feature_cache: Any = None  # a nextgpt.dataset.feature_cache.FeatureCache: read encoder features from it
 
     def __post_init__(self) -> None:
         if self.template not in TEMPLATES:
@@ -333,8 +333,16 @@ class ConversationDataset(Dataset):
         return SkippedSample(sid, reason, message)
 
     def _media_path(self, modality: str, name: str) -> Path:
+        """Where a medium is (and its feature-cache key)."""
         folder = self.folders[modality]
         return Path(folder) / name if folder is not None else Path(name)
+
+    def _media_file(self, modality: str, name: str) -> Path:
+        """The file to decode (shards extract their members here)."""
+        return self._media_path(modality, name)
+
+    def _embedding_file(self, name: str) -> Path:
+        return embedding_path(self.embed_folder, name)
 
     def _fit_length(self, ex: TokenizedExample, index: int) -> TokenizedExample | SkippedSample:
         """Keep the spliced length within max_length: cut trailing text only, never a placeholder or a span."""
@@ -359,26 +367,39 @@ class ConversationDataset(Dataset):
                               "supervised token would be left")
         return TokenizedExample(ex.input_ids[:keep], labels, ex.input_media, ex.output_spans)
 
-    def _load_inputs(self, item: _Item) -> dict[str, torch.Tensor]:
-        """Encoder inputs per modality: image (K,3,224,224), video (K,15,3,2,224,224), audio (K,3,1,128,204)."""
+    def _load_inputs(self, item: _Item) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int]:
+        """Encoder inputs per modality: image (K,3,224,224), video (K,15,3,2,224,224), audio (K,3,1,128,204);
+        with a feature cache (`options.feature_cache`), the cached encoder features (K, T, D) instead for every
+        modality whose items are all cached. Returns (inputs, features, items that fell back to decoding)."""
         from ..model.multimodal_encoder.imagebind.data import preprocess
 
-        out = {}
+        inputs, features, fallbacks = {}, {}, 0
+        cache = self.options.feature_cache
         for m in MODALITIES:
             names = item.inputs[m]
             if not names:
                 continue
             unique = list(dict.fromkeys(names))  # LLaVA lists one image once per placeholder: decode it once
-            tensor = preprocess([self._media_path(m, n) for n in unique], m,
+            order = [unique.index(n) for n in names]
+            if cache is not None:
+                cached = [cache.get(m, self._media_path(m, n)) for n in unique]
+                if all(c is not None for c in cached):
+                    features[m] = torch.stack(cached)[order]
+                    continue
+                fallbacks += sum(c is None for c in cached)
+            tensor = preprocess([self._media_file(m, n) for n in unique], m,
                                 aspect_ratio=self.options.image_aspect_ratio)
-            if len(unique) != len(names):
-                tensor = tensor[[unique.index(n) for n in names]]
-            out[m] = tensor
-        return out
+            inputs[m] = tensor[order] if len(unique) != len(names) else tensor
+        return inputs, features, fallbacks
 
-    def _load_targets(self, item: _Item, index: int) -> dict[str, torch.Tensor]:
+    def input_media(self) -> list[tuple[str, Path]]:
+        """(modality, path) of every encoder input of the dataset, in sample order (what the feature cache holds)."""
+        return [(m, self._media_path(m, n)) for item in self.items for m in MODALITIES for n in item.inputs[m]]
+
+    def _load_targets(self, item: _Item, index: int | str) -> dict[str, torch.Tensor]:
         """Decoder targets per requested modality, one per span: image (K,3,H,W), video (K,3,F,H,W), audio (K,T,M)."""
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        number = index if isinstance(index, int) else zlib.crc32(str(index).encode())
+        rng = np.random.default_rng([self.seed, self.epoch, number])
         loaders = {"image": (target_media.load_target_image, dict(self.options.image_target)),
                    "video": (target_media.load_target_video, dict(self.options.video_target, rng=rng)),
                    "audio": (target_media.load_target_audio, dict(self.options.audio_target, rng=rng))}
@@ -387,7 +408,7 @@ class ConversationDataset(Dataset):
             if not item.outputs[m]:
                 continue
             load, kwargs = loaders[m]
-            out[m] = torch.stack([load(self._media_path(m, n), **kwargs) for n in item.outputs[m]])
+            out[m] = torch.stack([load(self._media_file(m, n), **kwargs) for n in item.outputs[m]])
         return out
 
     def _load_embeddings(self, item: _Item, index: int) -> dict[str, torch.Tensor]:
@@ -397,7 +418,7 @@ class ConversationDataset(Dataset):
             names = item.embeddings[m]
             if not names:
                 continue
-            arrays = [load_caption_embedding(embedding_path(self.embed_folder, n), where) for n in names]
+            arrays = [load_caption_embedding(self._embedding_file(n), where) for n in names]
             shapes = {a.shape for a in arrays}
             if len(shapes) != 1:
                 raise DataError(f"{where}: {m} caption embeddings of different shapes {sorted(shapes)}")
@@ -408,7 +429,10 @@ class ConversationDataset(Dataset):
         """A sample dict (see `nextgpt.dataset.collator`) or a `SkippedSample`."""
         if index < 0:
             index += len(self.items)
-        item = self.items[index]
+        return self._sample(self.items[index], index)
+
+    def _sample(self, item: _Item, index: int | str) -> dict[str, Any] | SkippedSample:
+        """The sample of a parsed item; `index` names it (an int here, a shard member key for shards)."""
         where = f"{self.data_path} sample {index}"
         ex = tokenize_conversation(self.options.template, item.turns, self.tokenizer, self.signal, where=where)
         for m in MODALITIES:
@@ -436,61 +460,9 @@ class ConversationDataset(Dataset):
         else:
             sample["captions"] = {m: list(item.captions[m]) for m in MODALITIES if item.captions[m]}
         try:
-            sample["media"] = self._load_inputs(item)
+            sample["media"], sample["features"], sample["cache_fallbacks"] = self._load_inputs(item)
             sample["targets"] = self._load_targets(item, index)
         except MediaError as err:
-            reason = SKIP_MISSING_MEDIA if not os.path.exists(err.path) else SKIP_BAD_MEDIA
+            reason = SKIP_MISSING_MEDIA if not err.path or not os.path.exists(err.path) else SKIP_BAD_MEDIA
             return self._skip(index, reason, str(err), err)
         return sample
-
-
-# ------------------------------------------------------------------------------------------------------ LEGACY
-
-_LEGACY_STRIP = re.compile(r"[\"()*#:;~]")
-
-
-def normalize_legacy_caption(caption: str) -> str:
-    """The 2023 release's `process_caption`: lower case, `" ( ) * # : ; ~` → space, whitespace runs collapsed."""
-    return " ".join(_LEGACY_STRIP.sub(" ", caption.lower()).split())
-
-
-class LegacyPairDataset(ConversationDataset):
-    """A raw pair file (`cc3m.json`: `{caption, id, image_name}`; `webvid.json`: `video_name`; `audiocap.json`:
-    `audio_name`) read with the 2023 release's stage-1 / stage-2 text (spec §6.8), through the same code path.
-
-    `task="comprehension"`: human ``<image> generate a caption`` → gpt caption (rendered by the `legacy` template as
-    ``### Human: <Img><image></Img> generate a caption\\n### Assistant: caption\\n###``). `task="generation"`:
-    human caption → gpt ``caption<image>`` (signal tokens straight after the caption, as the release trained),
-    caption embedding ``<media name>.npy``. The conversation text uses the release's normalised caption
-    (`normalize_caption`), the caption embeddings / online captions the raw one, as the release did.
-    """
-
-    def __init__(self, data_path: str | os.PathLike, tokenizer: Any, signal: SignalVocab | None,
-                 options: SampleOptions | None = None, *, modality: str, task: str, prompt: str = "generate a caption",
-                 normalize_caption: bool = True, **kwargs: Any) -> None:
-        if modality not in MODALITIES:
-            raise ConfigError(f"legacy pair data: modality must be one of {MODALITIES}, got {modality!r}")
-        if task not in ("comprehension", "generation"):
-            raise ConfigError(f"legacy pair data: task must be 'comprehension' or 'generation', got {task!r}")
-        self.modality, self.task, self.prompt, self.normalize_caption = modality, task, prompt, normalize_caption
-        super().__init__(data_path, tokenizer, signal, options, **kwargs)
-
-    def _read_records(self) -> list[Any]:
-        m, token = self.modality, PLACEHOLDER_TOKEN[self.modality]
-        records = []
-        for i, row in enumerate(read_json_list(self.data_path)):
-            where = f"{self.data_path} sample {i}"
-            if not isinstance(row, dict) or not isinstance(row.get(f"{m}_name"), str) \
-                    or not isinstance(row.get("caption"), str):
-                raise DataError(f"{where}: a {m} pair needs string fields '{m}_name' and 'caption'")
-            name, caption = row[f"{m}_name"], row["caption"]
-            text = normalize_legacy_caption(caption) if self.normalize_caption else caption.strip()
-            if self.task == "comprehension":
-                records.append({f"input_{m}": name, "conversations": [
-                    {"from": "human", "value": f"{token} {self.prompt}"}, {"from": "gpt", "value": text}]})
-            else:
-                records.append({f"output_{m}": name, f"{m}_captions": caption,
-                                f"{m}_caption_embeddings": f"{name}.npy", "conversations": [
-                                    {"from": "human", "value": text}, {"from": "gpt", "value": f"{text}{token}"}]})
-        return records
-

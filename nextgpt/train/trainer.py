@@ -139,6 +139,7 @@ class StepStats:
     samples: float = 0.0
     tokens: float = 0.0
     skipped: float = 0.0
+    cache_fallbacks: float = 0.0  # media decoded because the feature cache lacked them
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -147,9 +148,8 @@ class StepStats:
 class Trainer:
     def __init__(self, config: Config):
         import deepspeed
-        from torch.utils.data import DataLoader
 
-        from ..dataset import DataCollator, ModalityGroupedBatchSampler, build_train_dataset
+        from ..dataset import build_train_data
 
         self.config = config
         t = config.train
@@ -180,20 +180,10 @@ class Trainer:
         targets = [m for m in MODALITIES if preset.output_projectors and getattr(t.losses, m).denoise_weight > 0
                    and config.model.output(m).decoder]
         tokens = self.model.media_tokens_per_item()
-        media_tokens = {m: tokens for m in MODALITIES} if tokens else None
-        self.dataset, modalities, lengths = build_train_dataset(
-            config.data, self.model.tokenizer, self.model.signal, config.model.template,
-            max_length=config.model.max_length if media_tokens else None, media_tokens=media_tokens,
-            target_modalities=targets)
-        self.sampler = ModalityGroupedBatchSampler(
-            modalities, lengths, t.micro_batch_size, world_size=self.world, rank=self.rank,
-            gradient_accumulation_steps=t.gradient_accumulation_steps, seed=t.seed, drop_last=True,
-            group_by_modality=config.data.group_by_modality_length)
-        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=DataCollator.from_tokenizer(
-            self.model.tokenizer), num_workers=config.data.num_workers, pin_memory=torch.cuda.is_available(),
-            # its own generator: creating an iterator must not draw from the global RNG, or a resumed run
-            # (which creates one mid-epoch) would see other dropout / Gumbel noise than an uninterrupted one
-            generator=torch.Generator().manual_seed(t.seed))
+        data = build_train_data(config, self.model.tokenizer, self.model.signal,
+                                media_tokens={m: tokens for m in MODALITIES} if tokens else None, targets=targets,
+                                world_size=self.world, rank=self.rank, dtype=self.dtype)
+        self.dataset, self.loader, self.sampler = data.dataset, data.loader, data.position
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = t.max_steps if t.max_steps > 0 else math.ceil(t.epochs * self.steps_per_epoch)
         if self.total_steps < 1:
@@ -330,6 +320,7 @@ class Trainer:
         scalars["throughput/samples_per_s"] = stats.samples / seconds
         scalars["throughput/tokens_per_s"] = stats.tokens / seconds
         scalars["data/skipped"] = stats.skipped
+        scalars["data/cache_fallbacks"] = stats.cache_fallbacks
         if torch.cuda.is_available():
             scalars["memory/peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         else:
@@ -356,6 +347,7 @@ class Trainer:
         stats = StepStats()
         for batch in batches:
             stats.skipped += batch["num_skipped"]
+            stats.cache_fallbacks += batch.get("num_cache_fallbacks", 0)
             if batch["num_samples"] == 0:
                 loss = self._empty_step_loss()
             else:
@@ -373,9 +365,10 @@ class Trainer:
         # every rank must reduce the same keys, also one that saw no component of some kind
         keys = ["total"] + [k for k in NORMALIZER_KEYS if normalizers.get(k)]
         reduced = _all_reduce([stats.losses.get(k, 0.0) for k in keys] + [stats.samples, stats.tokens,
-                                                                          stats.skipped], self.device)
+                                                                          stats.skipped, stats.cache_fallbacks],
+                              self.device)
         stats.losses = dict(zip(keys, reduced[:len(keys)]))
-        stats.samples, stats.tokens, stats.skipped = reduced[len(keys):]
+        stats.samples, stats.tokens, stats.skipped, stats.cache_fallbacks = reduced[len(keys):]
         return stats
 
     def run(self) -> Path:
