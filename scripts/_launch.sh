@@ -1,14 +1,16 @@
-# Shared by pretrain_enc.sh / pretrain_dec.sh / finetune.sh: launch train.py through the DeepSpeed launcher.
-# Expects STAGE_CONFIG and SCRIPT_NAME; see usage() for the environment variables.
+# Shared by pretrain_enc.sh / pretrain_dec.sh / finetune.sh (train.py) and preprocess_features.sh /
+# preprocess_embeddings.sh: launch ENTRY (default train.py) through the DeepSpeed launcher, one process per GPU.
+# Expects SCRIPT_NAME and STAGE_CONFIG (empty: ENTRY takes no --config); see usage() for the environment variables.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage() {
   cat <<USAGE
-usage: bash scripts/${SCRIPT_NAME} [section.key=value ...]
+usage: bash scripts/${SCRIPT_NAME} [arguments ...]
 
-Runs train.py --config \${CONFIG:-${STAGE_CONFIG}} through the DeepSpeed launcher. Every argument is passed on
-as a config override, e.g.  train.micro_batch_size=8 train.lr=1e-4 data.root=/data/nextgpt
+Runs ${ENTRY:-train.py}${STAGE_CONFIG:+ --config \${CONFIG:-${STAGE_CONFIG}}} through the DeepSpeed launcher. Every
+argument is passed on (config overrides such as  train.micro_batch_size=8 data.root=/data/nextgpt, or the
+entry's own options).
 
 Environment:
   CONFIG       YAML config (default ${STAGE_CONFIG})
@@ -25,6 +27,7 @@ for arg in "$@"; do
 done
 
 cd "$ROOT"
+STAGE_CONFIG="${STAGE_CONFIG:-}"
 CONFIG="${CONFIG:-$STAGE_CONFIG}"
 MASTER_PORT="${MASTER_PORT:-28460}"
 if [ -z "${NUM_GPUS:-}" ]; then
@@ -44,7 +47,10 @@ else
   MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
   cmd+=(--num_gpus "$NUM_GPUS" --master_addr "$MASTER_ADDR")
 fi
-cmd+=(--master_port "$MASTER_PORT" train.py --config "$CONFIG" "$@")
+ENTRY="${ENTRY:-train.py}"
+cmd+=(--master_port "$MASTER_PORT" "$ENTRY")
+[ -n "$STAGE_CONFIG" ] && cmd+=(--config "$CONFIG")
+cmd+=("$@")
 
 if [ "${DRY_RUN:-0}" = "1" ]; then
   printf '%q ' "${cmd[@]}"; echo

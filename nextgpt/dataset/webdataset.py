@@ -20,8 +20,10 @@ of one catalog entry (as modality grouping does for JSON data). Every rank takes
 steps: the smallest rank's full batches; the rest of an epoch's samples are left over, like ``drop_last``.
 
 Resume. The position is counted in optimizer steps, as the JSON sampler's is. From it each worker recomputes how
-many of its micro-batches the rank consumed (the DataLoader takes workers' batches in turn) and regenerates its
-stream up to there without decoding: it resumes mid-shard exactly where an uninterrupted run would be.
+many micro-batches of its stream the rank consumed (the DataLoader takes workers' batches in turn) and regenerates
+the stream up to there without decoding: it resumes mid-shard exactly where an uninterrupted run would be. (The
+shards done and the offset in the current one follow from the position; they alone would not do, because the
+shuffle buffer holds samples of several shards.)
 """
 from __future__ import annotations
 
@@ -210,20 +212,19 @@ def _deal(counts: Sequence[int], streams: int) -> list[list[int]]:
     return [sorted(s) for s in out]
 
 
-def round_robin_taken(counts: Sequence[int], n: int) -> list[int]:
-    """How many batches each worker gave among the first `n` a DataLoader yields (it takes the workers' batches in
-    turn, passing over exhausted workers)."""
-    taken = [0] * len(counts)
-    active = [w for w, c in enumerate(counts) if c > 0]
-    while n > 0 and active:
-        for w in list(active):
-            if n == 0:
-                break
-            taken[w] += 1
+def round_robin_state(counts: Sequence[int], n: int) -> tuple[list[int], list[int]]:
+    """After a DataLoader yielded `n` batches of workers holding `counts` batches (it takes the workers' batches in
+    turn, passing over exhausted ones): how many each worker gave, and the workers with batches left in the order
+    the DataLoader would take them next."""
+    workers = len(counts)
+    taken, turn = [0] * workers, 0
+    while n > 0 and any(t < c for t, c in zip(taken, counts)):
+        if taken[turn] < counts[turn]:
+            taken[turn] += 1
             n -= 1
-            if taken[w] == counts[w]:
-                active.remove(w)
-    return taken
+        turn = (turn + 1) % workers
+    order = [(turn + k) % workers for k in range(workers)]
+    return taken, [w for w in order if taken[w] < counts[w]]
 
 
 class ShardStream(IterableDataset):
@@ -341,13 +342,17 @@ class ShardStream(IterableDataset):
         return info.id if info else 0
 
     def __iter__(self) -> Iterator[list[Any]]:
+        """This worker's micro-batches from the position to the end of the rank's epoch. A fresh DataLoader takes
+        its workers in turn from worker 0, so after a resume worker j plays the stream whose turn is j-th."""
         worker = self._worker()
         counts = self.batches[self.rank]
         gas = self.gradient_accumulation_steps
-        skip = round_robin_taken(counts, self.position * gas)[worker]
-        stop = round_robin_taken(counts, self.steps_per_epoch * gas)[worker]
-        stream = self.rank * self.workers + worker
-        for k, raw in enumerate(self.raw_batches(stream, self.epoch)):
+        taken, order = round_robin_state(counts, self.position * gas)
+        if worker >= len(order):
+            return
+        logical = order[worker]
+        skip, stop = taken[logical], round_robin_state(counts, self.steps_per_epoch * gas)[0][logical]
+        for k, raw in enumerate(self.raw_batches(self.rank * self.workers + logical, self.epoch)):
             if k >= stop:
                 return
             if k >= skip:
