@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default=None,
                         help="model dtype (default: bfloat16 on a GPU, float32 on the CPU)")
+    parser.add_argument("--no-merge-lora", action="store_true",
+                        help="keep a LoRA adapter separate (default: merged into the LLM in memory, faster)")
     parser.add_argument("--offload", action="store_true",
                         help="keep the encoder and decoders on the CPU, moving each to the GPU only while it runs")
     parser.add_argument("--no-cache", action="store_true", help="decode without the KV cache (slow; for checks)")
@@ -96,7 +98,8 @@ def _run(args: argparse.Namespace, options: dict) -> int:
         resolve_options(None, **options)  # bad values fail before the model loads
         given = {m: getattr(args, m) for m in MODALITIES}
         _check_inputs(args.model, given)
-        generator = NextGPTGenerator.from_pretrained(args.model, device=device, dtype=dtype, offload=args.offload)
+        generator = NextGPTGenerator.from_pretrained(args.model, device=device, dtype=dtype, offload=args.offload,
+                                                     merge_lora=not args.no_merge_lora)
         if args.interactive:
             chat = Chat(generator)
             if args.prompt or any(given.values()):

@@ -67,8 +67,9 @@ class NextGPTGenerator:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                        offload: bool = False) -> "NextGPTGenerator":
-        """Load a checkpoint directory (training output, merged or converted) with its `generate` defaults."""
+                        offload: bool = False, merge_lora: bool = True) -> "NextGPTGenerator":
+        """Load a checkpoint directory (training output, merged or converted) with its `generate` defaults.
+        A LoRA adapter is merged into the LLM in memory (faster decoding) unless `merge_lora` is False."""
         from ..model.checkpoint_format import read_checkpoint_config
         from ..model.modeling import NextGPTModel
 
@@ -77,6 +78,10 @@ class NextGPTGenerator:
             raise NextGPTError(f"{path}: checkpoint directory not found")
         config = read_checkpoint_config(path)
         model = NextGPTModel.from_pretrained(path, dtype=dtype, device=device)
+        if merge_lora:
+            from ..model.merge import merge_lora_in_memory
+
+            merge_lora_in_memory(model)
         return cls(model, config.generate, image_aspect_ratio=config.data.image_aspect_ratio, offload=offload)
 
     @property
