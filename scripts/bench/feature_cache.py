@@ -10,7 +10,9 @@ JSON datasets, measured side by side in one run.
    to a temporary folder first, ~4.8 GB), where the saving is the encoder's forward.
 3. One epoch of the DataLoader (no training) over the stage-1 sets as JSON and as WebDataset shards made from them.
 
-One untimed step (or batch) first in every case. The cache is built once per data set before timing.
+One untimed step first in every case; the steps of the two variants alternate (not the huge ones: memory), so a
+change in the machine's load hits both. The cache is built once per data set before timing. The data-loading
+time of a step is inside the step: `Trainer._micro_batches` loads lazily (0 workers).
 """
 from __future__ import annotations
 
@@ -45,21 +47,25 @@ def make_cache(args: list[str], out: Path) -> float:
     return time.perf_counter() - start
 
 
-def train_rate(args: list[str], steps: int) -> tuple[float, int]:
-    """Samples/s of `steps` stage-1 optimizer steps after one untimed step; and the cache fallbacks seen."""
+def train_rates(variants: list[list[str]], steps: int) -> list[tuple[float, int]]:
+    """Samples/s of `steps` stage-1 optimizer steps per variant (config overrides), after one untimed step each;
+    and the cache fallbacks seen. The variants' steps alternate, so a change of the machine's load hits all."""
     from nextgpt.config import load_config
     from nextgpt.train.trainer import Trainer
 
-    trainer = Trainer(load_config(REPO / "configs/tiny/stage_1.yaml", args))
-    micro = trainer._micro_batches()
-    trainer.train_step([next(micro)])
-    samples, fallbacks = 0, 0
-    start = time.perf_counter()
+    trainers = [Trainer(load_config(REPO / "configs/tiny/stage_1.yaml", args)) for args in variants]
+    streams = [t._micro_batches() for t in trainers]
+    for trainer, micro in zip(trainers, streams):
+        trainer.train_step([next(micro)])
+    seconds, samples, fallbacks = [0.0] * len(trainers), [0] * len(trainers), [0] * len(trainers)
     for _ in range(steps):
-        stats = trainer.train_step([next(micro)])
-        samples += stats.samples
-        fallbacks += stats.cache_fallbacks
-    return samples / (time.perf_counter() - start), int(fallbacks)
+        for k, (trainer, micro) in enumerate(zip(trainers, streams)):
+            start = time.perf_counter()
+            stats = trainer.train_step([next(micro)])
+            seconds[k] += time.perf_counter() - start
+            samples[k] += stats.samples
+            fallbacks[k] += int(stats.cache_fallbacks)
+    return [(n / s, f) for n, s, f in zip(samples, seconds, fallbacks)]
 
 
 def loader_rate(data: Path, datasets: list[str], tok, signal, micro: int) -> float:
@@ -114,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cache of the demo data's 280 stage-1 media: {seconds:.1f} s", flush=True)
         for label, datasets in (("all stage-1 sets", STAGE1), ("video batches (webvid_enc)", ["webvid_enc"])):
             run = overrides(paths, data, datasets, args.micro_batch, root / "out")
-            plain, _ = train_rate(run, args.steps)
-            cached, fallbacks = train_rate(run + [f"data.feature_cache={root / 'features'}"], args.steps)
+            (plain, _), (cached, fallbacks) = train_rates(
+                [run, run + [f"data.feature_cache={root / 'features'}"]], args.steps)
             results[f"{label}: uncached"], results[f"{label}: cached"] = plain, cached
             print(f"stage 1, {label}: {plain:.2f} samples/s uncached, {cached:.2f} cached ({cached / plain:.1f}x; "
                   f"{fallbacks} fallbacks)", flush=True)
@@ -132,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 "model.encoder.arch=huge"]
             seconds = make_cache(run, root / "features_huge")
             steps = 2
-            plain, _ = train_rate(run, steps)
-            cached, fallbacks = train_rate(run + [f"data.feature_cache={root / 'features_huge'}"], steps)
+            (plain, _), = train_rates([run], steps)  # one at a time: each holds a 1.2 B-parameter encoder
+            (cached, fallbacks), = train_rates([run + [f"data.feature_cache={root / 'features_huge'}"]], steps)
             results["huge: uncached"], results["huge: cached"] = plain, cached
             print(f"stage 1, ImageBind-huge (random), images, micro batch 2, {steps} steps: {plain:.3f} samples/s "
                   f"uncached, {cached:.3f} cached ({cached / plain:.1f}x; {fallbacks} fallbacks; cache of 6 images "

@@ -13,7 +13,8 @@ q/k/v/o) is written to a temporary folder, and these are timed on the same promp
 * ours without the KV cache (every step re-runs the whole sequence);
 * ``transformers.generate`` on the same (merged) LLM, with and without its KV cache.
 
-Tokens/s is the median of ``--repeats`` runs (one for the uncached paths beyond 128 tokens: they are slow).
+Tokens/s is the median of ``--repeats`` runs (one for the uncached paths beyond 128 tokens: they are slow); the
+five kinds of run alternate, so that a change of the machine's load hits them all.
 """
 from __future__ import annotations
 
@@ -66,15 +67,6 @@ def build_checkpoint(root: Path, llm: str) -> Path:
     model = build_model(config.model, losses=config.train.losses)
     model.enable_lora(config.model.lora)
     return model.save_pretrained(root / "stage_3", config)
-
-
-def rate(run, repeats: int) -> tuple[float, list[int]]:
-    times, tokens = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        tokens = run()
-        times.append(time.perf_counter() - start)
-    return len(tokens) / statistics.median(times), tokens
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,13 +124,20 @@ def main(argv: list[str] | None = None) -> int:
                 ("transformers.generate, KV cache", hf(True), args.repeats),
                 ("ours, no KV cache", ours(merged, False), slow),
                 ("transformers.generate, no KV cache", hf(False), slow)]
-        rates, tokens = {}, {}
+        times: dict[str, list[float]] = {label: [] for label, _, _ in rows}
+        tokens: dict[str, list[int]] = {}
+        for r in range(args.repeats):  # the rows alternate, so a change of the machine's load hits them all
+            for label, run, repeats in rows:
+                if r < repeats:
+                    start = time.perf_counter()
+                    tokens[label] = run()
+                    times[label].append(time.perf_counter() - start)
+        rates = {label: len(tokens[label]) / statistics.median(times[label]) for label in times}
         print(f"LLM {args.llm}: {params / 1e6:.1f} M parameters; {n} new tokens after a {len(prompt_ids)}-token "
               f"prompt; threads {torch.get_num_threads()}, {args.device}", flush=True)
-        for label, run, repeats in rows:
-            rates[label], tokens[label] = rate(run, repeats)
-            print(f"  {label:38s} {rates[label]:8.1f} tokens/s ({len(tokens[label])} tokens, median of {repeats})",
-                  flush=True)
+        for label, _, _ in rows:
+            print(f"  {label:38s} {rates[label]:8.1f} tokens/s ({len(tokens[label])} tokens, median of "
+                  f"{len(times[label])})", flush=True)
         ref = rates["transformers.generate, KV cache"]
         ours_merged, ours_unmerged = rates[rows[0][0]], rates[rows[1][0]]
         same = tokens[rows[0][0]] == tokens["transformers.generate, KV cache"]
