@@ -4,9 +4,15 @@
 
 The options are in nextgpt/cli/embeddings.py.
 """
+import os
 import sys
 
 from nextgpt.cli.embeddings import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        os._exit(code)  # (as train.py: leave multi-process gloo runs without the exit handlers)
+    sys.exit(code)

@@ -171,6 +171,9 @@ class DataConfig:
                         help="modality_grouped (NEW); round_robin (LEGACY): one dataset per batch, datasets in "
                              "turn, each oversampled to the largest")
     num_workers: int = _opt(4, min=0)
+    feature_cache: Optional[str] = _opt(None, help="encoder feature cache folder (preprocess_features.py): read "
+                                        "features instead of decoding media and running the encoder")
+    shuffle_buffer: int = _opt(1000, min=1, help="WebDataset shards: samples held for shuffling, per stream")
     image_target: ImageTargetConfig = _opt(factory=ImageTargetConfig)
     video_target: VideoTargetConfig = _opt(factory=VideoTargetConfig)
     audio_target: AudioTargetConfig = _opt(factory=AudioTargetConfig)

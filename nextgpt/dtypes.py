@@ -23,7 +23,6 @@ def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return DTYPES[key]
 
 
-
 def dtype_name(dtype: torch.dtype | str) -> str:
     """The canonical name of a dtype or of one of its names (the inverse of `as_dtype`)."""
     dtype = as_dtype(dtype)

@@ -1,6 +1,7 @@
 # Shared by pretrain_enc.sh / pretrain_dec.sh / finetune.sh: launch train.py through the DeepSpeed launcher.
-# Expects STAGE_CONFIG and SCRIPT_NAME; see usage() for the environment variables. evaluate.sh sets ENTRY_SCRIPT
-# (evaluate.py) instead of STAGE_CONFIG: the same launcher then starts that script with the arguments given.
+# Expects STAGE_CONFIG and SCRIPT_NAME; see usage() for the environment variables. evaluate.sh,
+# preprocess_features.sh and preprocess_embeddings.sh set ENTRY_SCRIPT (their .py) instead of STAGE_CONFIG: the
+# same launcher then starts that script with the arguments given.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -12,10 +13,11 @@ usage() {
     return
   fi
   cat <<USAGE
-usage: bash scripts/${SCRIPT_NAME} [section.key=value ...]
+usage: bash scripts/${SCRIPT_NAME} [arguments ...]
 
-Runs train.py --config \${CONFIG:-${STAGE_CONFIG}} through the DeepSpeed launcher. Every argument is passed on
-as a config override, e.g.  train.micro_batch_size=8 train.lr=1e-4 data.root=/data/nextgpt
+Runs ${ENTRY:-train.py}${STAGE_CONFIG:+ --config \${CONFIG:-${STAGE_CONFIG}}} through the DeepSpeed launcher. Every
+argument is passed on (config overrides such as  train.micro_batch_size=8 data.root=/data/nextgpt, or the
+entry's own options).
 
 Environment:
   CONFIG       YAML config (default ${STAGE_CONFIG})

@@ -11,6 +11,7 @@ from nextgpt.dataset.mixture import resolve_params
 from nextgpt.dataset.caption_pairs import CaptionPairDataset
 from nextgpt.dataset.json_datasets import ConversationDataset
 from nextgpt.dataset.legacy_pairs import LegacyPairDataset
+from nextgpt.dataset.webdataset import ShardSource
 from nextgpt.errors import ConfigError
 
 REFERENCE_NAMES = {
@@ -66,7 +67,7 @@ def test_entries_have_their_own_folders():
 def test_every_entry_builds_its_class_signature(name):
     entry = catalog.CATALOG[name]
     cls = catalog.resolve_class(entry)
-    assert cls in (ConversationDataset, LegacyPairDataset, CaptionPairDataset)
+    assert cls in (ConversationDataset, LegacyPairDataset, CaptionPairDataset, ShardSource)
     inspect.signature(cls).bind(tokenizer=None, signal=None, options=None, name=name, **entry.params)
 
 

@@ -146,8 +146,8 @@ def test_collator_pads_and_concatenates_in_order(toy, tok, signal, collator):
     assert batch["caption_embeddings"]["image"].shape == (2, 77, 32)
     assert batch["caption_embeddings"]["image"][:, 0, 0].tolist() == [1.0, 2.0]
     assert batch["ids"] == ["toy:0", "toy:1", "toy:2", "toy:3"] and batch["num_skipped"] == 0
-    assert set(model_inputs(batch)) == {"input_ids", "attention_mask", "labels", "media", "caption_embeddings",
-                                        "captions", "targets"}
+    assert set(model_inputs(batch)) == {"input_ids", "attention_mask", "labels", "media", "features", "feature_mask",
+                                        "caption_embeddings", "captions", "targets"}
 
 
 def test_pad_and_square_aspect_modes(toy, tok, signal):
@@ -409,14 +409,19 @@ def synthetic_root(tmp_path_factory, tiny_models):
     # LEGACY's image embeddings have their own folders (SD-1.5 at 7B)
     jobs += [("T_X_pair_data/cc3m/cc3m.json", "image", "embed_sd15"),
              ("IT_data/T-T+X_data/image_instruction_tuning.json", "image", "it/embed_sd15")]
+    # the held-out split (the catalog's *_val entries)
+    jobs += [(f"heldout/{name}_generation.json", m, "heldout/embed")
+             for name, m in (("cc3m", "image"), ("webvid", "video"), ("audiocap", "audio"))]
+    jobs += [(f"heldout/{m}_instruction_tuning.json", m, "heldout/embed") for m in decoders]
     for data, modality, folder in jobs:
         precompute_caption_embeddings(root / data, modality, decoders[modality], root / folder, device="cpu")
     return root
 
 
 def test_synthetic_data_loads_with_zero_skips(synthetic_root, tok, signal, collator):
-    names = [n for n, e in CATALOG.items() if (synthetic_root / e.params["data_path"]).exists()]
-    assert set(names) == set(CATALOG) - {"videochat_instruction"}
+    json_entries = {n for n, e in CATALOG.items() if "data_path" in e.params}  # (not the WebDataset shard ones)
+    names = [n for n in json_entries if (synthetic_root / CATALOG[n].params["data_path"]).exists()]
+    assert set(names) == json_entries - {"videochat_instruction"}
     dataset, modalities, lengths = _build(
         synthetic_root, names, tok, signal, targets=("image", "video", "audio"), max_length=512,
         image_target={"height": 32, "width": 32}, video_target={"height": 32, "width": 32, "max_frames": 4},

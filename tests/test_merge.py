@@ -91,3 +91,13 @@ def test_merge_refuses_to_overwrite_and_names_a_missing_source(stage3, merged, t
     assert merge_lora_weights.main(["--model", str(tmp_path / "nowhere"), "--output", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nowhere" in err and "Traceback" not in err
+
+
+def test_generation_merges_the_adapter_in_memory_unless_asked_not_to(stage3):
+    merged = NextGPTGenerator.from_pretrained(stage3)
+    unmerged = NextGPTGenerator.from_pretrained(stage3, merge_lora=False)
+    assert not merged.model.has_lora and unmerged.model.has_lora
+    kwargs = dict(max_new_tokens=32, max_outputs_per_modality=0)
+    a = unmerged.generate("Describe a blue square.", **kwargs).token_ids
+    b = merged.generate("Describe a blue square.", **kwargs).token_ids
+    assert a == b and len(a) > 0  # fp32: x·A·B vs x·(W + A·B) differ by rounding only

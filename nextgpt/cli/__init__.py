@@ -1,8 +1,8 @@
 """The `nextgpt` command: one subcommand per entry point, each in its own module of this package.
 
 Every module here defines ``main(argv) -> int`` (its argument parser and the call into the library); the
-top-level scripts (train.py, predict.py, merge_lora_weights.py, preprocess_embeddings.py, evaluate.py) call the same
-functions.
+top-level scripts (train.py, predict.py, merge_lora_weights.py, preprocess_embeddings.py, preprocess_features.py,
+prepare_data.py, evaluate.py) call the same functions.
 This package is the only place in the library that parses arguments.
 """
 from __future__ import annotations
@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("summary", "parameters per module, total and trainable; no weights needed"),
     "convert": ("convert", "import reference checkpoints (NEW .bin files, LEGACY 7b_tiva_v0)"),
     "embeddings": ("embeddings", "precompute caption embeddings with a decoder (preprocess_embeddings.py)"),
+    "features": ("features", "encoder feature cache for training (preprocess_features.py)"),
+    "shards": ("shards", "convert a reference-format JSON + media folders into WebDataset shards"),
     "tiny": ("tiny", "build the tiny random models in their real on-disk formats"),
     "synthetic": ("synthetic", "write the embedded default's synthetic dataset"),
     "demo": ("demo", "the embedded default's steps: prepare, predict, evaluate, report"),

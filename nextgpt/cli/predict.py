@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default=None,
                         help="model dtype (default: bfloat16 on a GPU, float32 on the CPU)")
+    parser.add_argument("--no-merge-lora", action="store_true",
+                        help="keep a LoRA adapter separate (default: merged into the LLM in memory, faster)")
     parser.add_argument("--offload", action="store_true",
                         help="keep the encoder and decoders on the CPU, moving each to the GPU only while it runs")
     quant = parser.add_mutually_exclusive_group()

@@ -1,12 +1,12 @@
 """Training data: catalog, datasets, collator, sampler, decoder targets, caption embeddings.
 
-The trainer's entry points::
+The trainer's entry point::
 
-    dataset, modalities, lengths = build_train_dataset(config.data, tokenizer, signal, config.model.template,
-                                                       max_length, media_tokens, target_modalities)
-    sampler = ModalityGroupedBatchSampler(modalities, lengths, micro_batch_size, ...)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=DataCollator.from_tokenizer(tokenizer),
-                        num_workers=config.data.num_workers)
+    data = build_train_data(config, dataset_args, world_size=..., rank=..., dtype=...)
+    # data.dataset, data.loader, data.position (the resumable order)
+
+(JSON datasets: `build_train_dataset` + a batch sampler + `DataCollator`; WebDataset shards: a `ShardStream`;
+see `loader.py`.)
 
 The names below load their module on first use, so that `nextgpt.dataset.catalog` (read by the checks that run
 before anything heavy) imports without torch.
@@ -19,6 +19,7 @@ from typing import Any
 _EXPORTS = {
     "mixture": ("NextGPTConcatDataset", "build_dataset", "build_train_dataset"),
     "catalog": ("CATALOG", "CatalogEntry", "catalog_for", "conversation_data", "get_entry", "legacy_pair_data",
+                "webdataset_data",
                 "load_catalog_file", "register"),
     "collator": ("FORWARD_KEYS", "DataCollator", "SkipStats", "is_empty_batch", "model_inputs"),
     "json_datasets": ("ConversationDataset",),
@@ -28,6 +29,8 @@ _EXPORTS = {
     "embeddings": ("embedding_file_name", "embedding_path", "precompute_caption_embeddings"),
     "sampler": ("ModalityGroupedBatchSampler",),
     "round_robin": ("RoundRobinBatchSampler",),
+    "feature_cache": ("FeatureCache", "build_feature_cache", "encoder_identity"),
+    "loader": ("TrainData", "build_train_data"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -37,12 +37,14 @@ __all__ = [
     "legacy_pair_data",
     "load_catalog_file",
     "register",
+    "webdataset_data",
     "resolve_class",
 ]
 
 CONVERSATION_DATASET = "nextgpt.dataset.json_datasets.ConversationDataset"
 CAPTION_PAIR_DATASET = "nextgpt.dataset.caption_pairs.CaptionPairDataset"
 LEGACY_PAIR_DATASET = "nextgpt.dataset.legacy_pairs.LegacyPairDataset"
+SHARD_DATASET = "nextgpt.dataset.webdataset.ShardSource"
 LEGACY_PROMPT = "generate a caption"  # the 2023 release's stage-1 prompt (its config key `prompt`)
 
 
@@ -84,6 +86,17 @@ def caption_pair_data(data_path: str, *, image_folder: str, task: str, descripti
     with an instruction (`task="align"`, stage 2), from a pair list or MiniGPT-4's filter_cap.json."""
     return CatalogEntry(CAPTION_PAIR_DATASET, {"data_path": data_path, "image_folder": image_folder, "task": task},
                         description)
+
+
+def webdataset_data(shards: str, *, modality: str | None = None, task: str | None = None,
+                    embed_folder: str | None = None, prompt: str = LEGACY_PROMPT,
+                    description: str = "") -> CatalogEntry:
+    """An entry for WebDataset ``.tar`` shards (img2dataset / video2dataset layout; `shards` is a pattern such as
+    ``cc3m/{00000..00331}.tar`` or ``cc3m/*.tar``). Caption pairs (a medium + ``txt``) are read with `modality`
+    and `task` ("comprehension" or "generation", the pair text of the LEGACY files); samples with a ``json``
+    member holding ``conversations`` (what ``make_shards.py`` writes from a reference JSON) as they are."""
+    return CatalogEntry(SHARD_DATASET, {"shards_path": shards, "modality": modality, "task": task,
+                                        "embed_folder": embed_folder, "prompt": prompt}, description)
 
 
 _PAIRS = "T_X_pair_data"
@@ -182,6 +195,13 @@ CATALOG: dict[str, CatalogEntry] = {
                                                                           "stage 1 text"),
     "cc_sbu_align": caption_pair_data("cc_sbu_align/filter_cap.json", image_folder="cc_sbu_align/image",
                                       task="align", description="MiniGPT-4's 3,500 curated image descriptions"),
+    # ---- WebDataset shards (data/README.md: img2dataset / video2dataset, or make_shards.py) -------------------
+    "cc3m_enc_wds": webdataset_data("webdataset/cc3m/*.tar", modality="image", task="comprehension",
+                                    description="CC3M shards, image captioning"),
+    "webvid_enc_wds": webdataset_data("webdataset/webvid/*.tar", modality="video", task="comprehension",
+                                      description="WebVid shards, video captioning"),
+    "audiocap_enc_wds": webdataset_data("webdataset/audiocap/*.tar", modality="audio", task="comprehension",
+                                        description="AudioCaps shards, audio captioning"),
 }
 
 

@@ -7,13 +7,17 @@ A batch holds the keyword arguments of ``NextGPTModel.forward`` (:data:`FORWARD_
   reference cut every batch to 1024 tokens; the dataset already keeps samples within max_length);
 * ``media[m]``: encoder inputs of all m-items of the batch, concatenated in order (row by row, placeholder order):
   image (N, 3, 224, 224), video (N, 15, 3, 2, 224, 224), audio (N, 3, 1, 128, 204);
+* ``features[m]``: with a feature cache, the cached encoder features of the m-items of samples whose m-items were
+  all cached (N_c, T, D), and ``feature_mask[m]`` (N,) bool, True for those rows among all N m-items in order
+  (the model encodes ``media[m]`` for the others and puts both back in order);
 * ``caption_embeddings[m]``: one per m-signal span, in span order: image/video (S, 77, D), audio (S, D)
   (float16 as stored); or ``captions[m]`` (list of S strings) with ``data.caption_embeddings: online``;
 * ``targets[m]``: decoder targets, one per m-span (only for requested modalities, and only when EVERY m-span of the
   batch has one — otherwise left out for that batch, noted in ``incomplete_targets``);
 
 plus bookkeeping: ``ids`` and ``modalities`` (per kept sample), ``num_samples``, ``num_skipped``, ``skipped``
-(list of (sample id, reason)), ``num_truncated``. Skip markers are dropped here and only counted, which is how
+(list of (sample id, reason)), ``num_truncated``, ``num_cache_fallbacks`` (items decoded because the feature
+cache lacked them). Skip markers are dropped here and only counted, which is how
 counts made in DataLoader workers reach the main process. A batch whose samples were all skipped is still a valid
 batch with ``num_samples == 0`` and (0, 0) tensors (:func:`is_empty_batch`).
 """
@@ -33,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DataCollator", "FORWARD_KEYS", "SkipStats", "is_empty_batch", "model_inputs"]
 
-FORWARD_KEYS = ("input_ids", "attention_mask", "labels", "media", "caption_embeddings", "captions", "targets")
+FORWARD_KEYS = ("input_ids", "attention_mask", "labels", "media", "features", "feature_mask", "caption_embeddings",
+                "captions", "targets")
 
 
 def _cat(tensors: list[torch.Tensor], what: str, ids: list[str]) -> torch.Tensor:
@@ -71,12 +76,18 @@ class DataCollator:
             labels[row, :n] = sample["labels"]
             attention_mask[row, :n] = 1
 
-        media, caption_embeddings, captions, targets = {}, {}, {}, {}
+        media, features, feature_mask, caption_embeddings, captions, targets = {}, {}, {}, {}, {}, {}
         incomplete = []
         for m in MODALITIES:
             parts = [(s["id"], s["media"][m]) for s in samples if m in s.get("media", {})]
             if parts:
                 media[m] = _cat([t for _, t in parts], f"{m} inputs", [i for i, _ in parts])
+            cached = [(s["id"], s["features"][m]) for s in samples if m in s.get("features", {})]
+            if cached:
+                features[m] = _cat([t for _, t in cached], f"{m} cached features", [i for i, _ in cached])
+                rows = [(len(s["features"][m]), True) if m in s.get("features", {}) else (len(s["media"][m]), False)
+                        for s in samples if m in s.get("features", {}) or m in s.get("media", {})]
+                feature_mask[m] = torch.cat([torch.full((n,), flag, dtype=torch.bool) for n, flag in rows])
             parts = [(s["id"], s["caption_embeddings"][m]) for s in samples if m in s.get("caption_embeddings", {})]
             if parts:
                 caption_embeddings[m] = _cat([t for _, t in parts], f"{m} caption embeddings", [i for i, _ in parts])
@@ -98,6 +109,8 @@ class DataCollator:
             "attention_mask": attention_mask,
             "labels": labels,
             "media": media,
+            "features": features,
+            "feature_mask": feature_mask,
             "caption_embeddings": caption_embeddings,
             "captions": captions,
             "targets": targets,
@@ -107,6 +120,7 @@ class DataCollator:
             "num_skipped": len(skipped),
             "skipped": skipped,
             "num_truncated": sum(bool(s.get("truncated")) for s in samples),
+            "num_cache_fallbacks": sum(s.get("cache_fallbacks", 0) for s in samples),
             "incomplete_targets": incomplete,
         }
 
@@ -131,6 +145,7 @@ class SkipStats:
     def reset(self) -> None:
         self.samples = 0
         self.truncated = 0
+        self.cache_fallbacks = 0
         self.empty_batches = 0
         self.reasons: Counter[str] = Counter()
         self.examples: list[tuple[str, str]] = []
@@ -138,6 +153,7 @@ class SkipStats:
     def update(self, batch: dict[str, Any]) -> None:
         self.samples += batch["num_samples"]
         self.truncated += batch["num_truncated"]
+        self.cache_fallbacks += batch.get("num_cache_fallbacks", 0)
         self.empty_batches += is_empty_batch(batch)
         for sample_id, reason in batch["skipped"]:
             self.reasons[reason] += 1
@@ -150,10 +166,10 @@ class SkipStats:
 
     def summary(self) -> dict[str, Any]:
         return {"samples": self.samples, "skipped": self.skipped, "skipped_by_reason": dict(self.reasons),
-                "truncated": self.truncated, "empty_batches": self.empty_batches,
-                "examples": [f"{i} ({r})" for i, r in self.examples]}
+                "truncated": self.truncated, "cache_fallbacks": self.cache_fallbacks,
+                "empty_batches": self.empty_batches, "examples": [f"{i} ({r})" for i, r in self.examples]}
 
     def __str__(self) -> str:
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.reasons.items())) or "none"
         return (f"{self.samples} samples, {self.skipped} skipped ({reasons}), {self.truncated} truncated, "
-                f"{self.empty_batches} empty batches")
+                f"{self.cache_fallbacks} feature-cache fallbacks, {self.empty_batches} empty batches")

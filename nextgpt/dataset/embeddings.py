@@ -211,8 +211,13 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
 
 def precompute_caption_embeddings(data_path: str | os.PathLike, modality: str, decoder: Any,
                                   output_dir: str | os.PathLike, batch_size: int = 128,
-                                  device: str | None = None, dtype: str | None = None) -> EmbeddingReport:
+                                  device: str | None = None, dtype: str | None = None, rank: int = 0,
+                                  world_size: int = 1) -> EmbeddingReport:
     """Write the caption embeddings of `data_path` into `output_dir` with the decoder's own text encoder.
+
+    Under a launcher, rank `rank` of `world_size` computes the missing files among every `world_size`-th caption
+    (a disjoint part; files are written one by one, atomically, so there is no index to merge); `written` counts
+    this rank's.
 
     `decoder` is a diffusers pipeline folder (or hub id) or an already loaded `Decoder`. Only missing files are
     computed (the decoder is not even loaded when nothing is missing). Defaults as the reference: CUDA in fp16
@@ -234,6 +239,8 @@ def precompute_caption_embeddings(data_path: str | os.PathLike, modality: str, d
     todo = [(name, caption) for name, caption in jobs if not embedding_path(out, name).is_file()]
     report = EmbeddingReport(total=len(jobs), existing=len(jobs) - len(todo), written=0, output_dir=out,
                              skipped=skipped)
+    if world_size > 1:  # split the whole list (not what is missing now: other ranks are writing)
+        todo = [(n, c) for n, c in jobs[rank::world_size] if not embedding_path(out, n).is_file()]
     if not todo:
         logger.info("%s: all %d %s caption embeddings already in %s", data_path, len(jobs), modality, out)
         return report

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,8 +287,16 @@ class ConversationDataset(Dataset):
         return SkippedSample(sid, reason, message)
 
     def _media_path(self, modality: str, name: str) -> Path:
+        """Where a medium is (and its feature-cache key)."""
         folder = self.folders[modality]
         return Path(folder) / name if folder is not None else Path(name)
+
+    def _media_file(self, modality: str, name: str) -> Path:
+        """The file to decode (shards extract their members here)."""
+        return self._media_path(modality, name)
+
+    def _embedding_file(self, name: str) -> Path:
+        return embedding_path(self.embed_folder, name)
 
     def _fit_length(self, ex: TokenizedExample, index: int) -> TokenizedExample | SkippedSample:
         """Keep the spliced length within max_length: cut trailing text only, never a placeholder or a span."""
@@ -312,27 +321,39 @@ class ConversationDataset(Dataset):
                               "supervised token would be left")
         return TokenizedExample(ex.input_ids[:keep], labels, ex.input_media, ex.output_spans)
 
-    def _load_inputs(self, item: _Item) -> dict[str, torch.Tensor]:
-        """Encoder inputs per modality: image (K,3,224,224), video (K,15,3,2,224,224), audio (K,3,1,128,204)."""
+    def _load_inputs(self, item: _Item) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int]:
+        """Encoder inputs per modality: image (K,3,224,224), video (K,15,3,2,224,224), audio (K,3,1,128,204);
+        with a feature cache (`options.feature_cache`), the cached encoder features (K, T, D) instead for every
+        modality whose items are all cached. Returns (inputs, features, items that fell back to decoding)."""
         from ..model.multimodal_encoder.factory import preprocess_media
 
-        out = {}
+        inputs, features, fallbacks = {}, {}, 0
+        cache = self.options.feature_cache
         for m in MODALITIES:
             names = item.inputs[m]
             if not names:
                 continue
             unique = list(dict.fromkeys(names))  # LLaVA lists one image once per placeholder: decode it once
-            tensor = preprocess_media([self._media_path(m, n) for n in unique], m,
-                                      self.options.image_aspect_ratio, self.options.encoder,
-                                      max_pixels=self.options.max_image_pixels)
-            if len(unique) != len(names):
-                tensor = tensor[[unique.index(n) for n in names]]
-            out[m] = tensor
-        return out
+            order = [unique.index(n) for n in names]
+            if cache is not None:
+                cached = [cache.get(m, self._media_path(m, n)) for n in unique]
+                if all(c is not None for c in cached):
+                    features[m] = torch.stack(cached)[order]
+                    continue
+                fallbacks += sum(c is None for c in cached)
+            tensor = preprocess_media([self._media_file(m, n) for n in unique], m, self.options.image_aspect_ratio,
+                                      self.options.encoder, max_pixels=self.options.max_image_pixels)
+            inputs[m] = tensor[order] if len(unique) != len(names) else tensor
+        return inputs, features, fallbacks
 
-    def _load_targets(self, item: _Item, index: int) -> dict[str, torch.Tensor]:
+    def input_media(self) -> list[tuple[str, Path]]:
+        """(modality, path) of every encoder input of the dataset, in sample order (what the feature cache holds)."""
+        return [(m, self._media_path(m, n)) for item in self.items for m in MODALITIES for n in item.inputs[m]]
+
+    def _load_targets(self, item: _Item, index: int | str) -> dict[str, torch.Tensor]:
         """Decoder targets per requested modality, one per span: image (K,3,H,W), video (K,3,F,H,W), audio (K,T,M)."""
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        number = index if isinstance(index, int) else zlib.crc32(str(index).encode())
+        rng = np.random.default_rng([self.seed, self.epoch, number])
         loaders = {"image": (target_media.load_target_image,
                              dict(self.options.image_target, max_pixels=self.options.max_image_pixels)),
                    "video": (target_media.load_target_video, dict(self.options.video_target, rng=rng)),
@@ -342,7 +363,7 @@ class ConversationDataset(Dataset):
             if not item.outputs[m]:
                 continue
             load, kwargs = loaders[m]
-            out[m] = torch.stack([load(self._media_path(m, n), **kwargs) for n in item.outputs[m]])
+            out[m] = torch.stack([load(self._media_file(m, n), **kwargs) for n in item.outputs[m]])
         return out
 
     def _load_embeddings(self, item: _Item, index: int) -> dict[str, torch.Tensor] | SkippedSample:
@@ -352,7 +373,7 @@ class ConversationDataset(Dataset):
             names = item.embeddings[m]
             if not names:
                 continue
-            paths = [embedding_path(self.embed_folder, n) for n in names]
+            paths = [self._embedding_file(n) for n in names]
             arrays = [load_caption_embedding(path, where) for path in paths]
             bad = [str(path) for path, a in zip(paths, arrays) if not np.isfinite(a).all()]
             if bad:  # NaN / Inf would reach the caption-alignment loss
@@ -368,7 +389,10 @@ class ConversationDataset(Dataset):
         """A sample dict (see `nextgpt.dataset.collator`) or a `SkippedSample`."""
         if index < 0:
             index += len(self.items)
-        item = self.items[index]
+        return self._sample(self.items[index], index)
+
+    def _sample(self, item: _Item, index: int | str) -> dict[str, Any] | SkippedSample:
+        """The sample of a parsed item; `index` names it (an int here, a shard member key for shards)."""
         if item.problem:
             return self._skip(index, *item.problem)
         where = f"{self.data_path} sample {index}"
@@ -400,7 +424,7 @@ class ConversationDataset(Dataset):
         else:
             sample["captions"] = {m: list(item.captions[m]) for m in MODALITIES if item.captions[m]}
         try:
-            sample["media"] = self._load_inputs(item)
+            sample["media"], sample["features"], sample["cache_fallbacks"] = self._load_inputs(item)
             sample["targets"] = self._load_targets(item, index)
         except MediaError as err:
             return self._skip(index, media_skip_reason(err), str(err), err)

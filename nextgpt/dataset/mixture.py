@@ -83,15 +83,18 @@ def build_dataset(name: str, data_config: Any, tokenizer: Any, signal: SignalVoc
 
 def build_train_dataset(data_config: Any, tokenizer: Any, signal: SignalVocab | None, template: str,
                         max_length: int | None = None, media_tokens: Mapping[str, int] | None = None,
-                        target_modalities: Iterable[str] = (), model_config: Any = None,
-                        ) -> tuple[NextGPTConcatDataset, list[str], list[int]]:
+                        target_modalities: Iterable[str] = (), model_config: Any = None, feature_cache: Any = None,
+                        **stream: Any) -> tuple[Any, list[str] | None, list[int] | None]:
     """The datasets named in `data_config.datasets`, concatenated, with the per-sample modality keys and length
-    estimates for `ModalityGroupedBatchSampler`.
+    estimates for `ModalityGroupedBatchSampler`; or, when they are WebDataset shard entries, one `ShardStream`
+    (and None, None): `stream` then gives its `micro_batch_size`, `world_size`, `rank`,
+    `gradient_accumulation_steps` and `seed`.
 
     `template`: conversation template (model.template); `max_length`: model.max_length; `media_tokens`: LLM tokens
     per input item and modality after the input projector; `target_modalities`: modalities whose `output_*` media
     are loaded as decoder targets (those with a denoising loss); `model_config`: the `ModelConfig`, whose encoder
-    kind decides the input preprocessing and whose output widths the caption embeddings must match.
+    kind decides the input preprocessing and whose output widths the caption embeddings must match;
+    `feature_cache`: a `FeatureCache` to read encoder features from.
     """
     names = list(data_config.datasets)
     if not names:
@@ -107,7 +110,19 @@ def build_train_dataset(data_config: Any, tokenizer: Any, signal: SignalVocab | 
                           "(see data/README.md to prepare the data)")
     options = SampleOptions.from_config(data_config, template, max_length, media_tokens, target_modalities,
                                         model_config)
+    options.feature_cache = feature_cache
     datasets = [build_dataset(name, data_config, tokenizer, signal, options, catalog) for name in names]
+    from .webdataset import ShardSource, ShardStream
+
+    shards = [isinstance(d, ShardSource) for d in datasets]
+    if any(shards):
+        if not all(shards):
+            raise ConfigError(f"data.datasets mixes WebDataset shard entries with JSON entries ({names}); a run "
+                              "reads one kind")
+        defaults = dict(micro_batch_size=1, world_size=1, rank=0, gradient_accumulation_steps=1, seed=42)
+        stream = ShardStream(datasets, names, buffer_size=data_config.shuffle_buffer,
+                             num_workers=data_config.num_workers, **{**defaults, **stream})
+        return stream, None, None
     concat = NextGPTConcatDataset(datasets, names)
     logger.info("training data: %s", ", ".join(f"{n} ({len(d)})" for n, d in zip(names, datasets)))
     return concat, concat.modalities, concat.lengths

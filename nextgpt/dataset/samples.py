@@ -115,6 +115,7 @@ class SampleOptions:
     # decoder; caption embeddings of another width stop the run when the dataset is built.
     caption_widths: Mapping[str, int] | None = None
     caption_decoders: Mapping[str, str | None] | None = None
+    feature_cache: Any = None  # a nextgpt.dataset.feature_cache.FeatureCache: read encoder features from it
 
     def __post_init__(self) -> None:
         if self.template not in TEMPLATES:

@@ -73,10 +73,11 @@ class NextGPTGenerator:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
                         offload: bool = False, quantization: str | None = None,
-                        overrides: Sequence[str] = ()) -> "NextGPTGenerator":
+                        overrides: Sequence[str] = (), merge_lora: bool = True) -> "NextGPTGenerator":
         """Load a checkpoint directory (training output, merged or converted) with its `generate` defaults;
         `quantization` "8bit" / "4bit" loads the LLM through bitsandbytes (CUDA only); `overrides`: `model.*=` /
-        `generate.*=` values replacing the saved ones (e.g. paths on this machine)."""
+        `generate.*=` values replacing the saved ones (e.g. paths on this machine). A LoRA adapter is merged into
+        the LLM in memory (faster decoding) unless `merge_lora` is False or the LLM is quantized."""
         from ..model.checkpoint_format import read_checkpoint_config
         from ..model.modeling import NextGPTModel
 
@@ -86,6 +87,10 @@ class NextGPTGenerator:
         config = read_checkpoint_config(path, overrides)
         model = NextGPTModel.from_pretrained(path, dtype=dtype, device=device, quantization=quantization,
                                              overrides=overrides)
+        if merge_lora and quantization is None:
+            from ..model.merge import merge_lora_in_memory
+
+            merge_lora_in_memory(model)
         return cls(model, config.generate, image_aspect_ratio=config.data.image_aspect_ratio, offload=offload,
                    max_image_pixels=config.data.max_image_pixels)
 

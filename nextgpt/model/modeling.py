@@ -116,10 +116,24 @@ class NextGPTModel(nn.Module):
         llm = self.base_llm
         return llm.get_input_embeddings(), llm.get_output_embeddings()
 
-    def encode_media(self, modality: str, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Frozen encoder (no grad) then the input projector: (N, …) → (N, T, hidden)."""
-        features = self.encoder(pixel_values, modality)
-        return self.input_projector(features.to(self.dtype))
+    def encode_media(self, modality: str, pixel_values: torch.Tensor | None = None,
+                     cached: torch.Tensor | None = None, cached_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Frozen encoder (no grad) then the input projector: (N, …) → (N, T, hidden).
+
+        `cached`: encoder features read from a feature cache for the rows where `cached_mask` (N,) is True; the
+        encoder runs only on `pixel_values` (the other rows, in order). The projector sees the same (N, T, D)
+        features either way."""
+        if cached is None:
+            features = self.encoder(pixel_values, modality)
+        elif pixel_values is None or not len(pixel_values):
+            features = cached
+        else:
+            encoded = self.encoder(pixel_values, modality)
+            mask = cached_mask.to(encoded.device)
+            features = encoded.new_empty((len(mask), *encoded.shape[1:]))
+            features[mask] = cached.to(device=encoded.device, dtype=encoded.dtype)
+            features[~mask] = encoded
+        return self.input_projector(features.to(device=self.device, dtype=self.dtype))
 
     def media_tokens_per_item(self) -> int | None:
         """LLM tokens one media item becomes after the projector, when it does not depend on the modality."""
@@ -135,9 +149,16 @@ class NextGPTModel(nn.Module):
         return None  # linear / mlp keep the encoder's token count (image/video 256, audio 228 at huge)
 
     def splice(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None,
-               media: dict[str, torch.Tensor | None] | None) -> SplicedBatch:
-        features = {m: self.encode_media(m, x) for m, x in (media or {}).items() if x is not None and len(x)}
-        return splice_multimodal(input_ids, attention_mask, labels, features, self.embed_tokens,
+               media: dict[str, torch.Tensor | None] | None, features: dict[str, torch.Tensor] | None = None,
+               feature_mask: dict[str, torch.Tensor] | None = None) -> SplicedBatch:
+        media, features, feature_mask = media or {}, features or {}, feature_mask or {}
+        encoded = {}
+        for m in MODALITIES:
+            x = media.get(m)
+            x = x if x is not None and len(x) else None
+            if x is not None or m in features:
+                encoded[m] = self.encode_media(m, x, features.get(m), feature_mask.get(m))
+        return splice_multimodal(input_ids, attention_mask, labels, encoded, self.embed_tokens,
                                  self.config.max_length, pad_id=self.tokenizer.pad_token_id or 0)
 
     def find_spans(self, token_ids: torch.Tensor) -> list[tuple[int, SignalSpan]]:
@@ -156,13 +177,15 @@ class NextGPTModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, media: dict[str, torch.Tensor | None] | None = None,
+                features: dict[str, torch.Tensor] | None = None, feature_mask: dict[str, torch.Tensor] | None = None,
                 caption_embeddings: dict[str, torch.Tensor] | None = None,
                 captions: dict[str, list[str]] | None = None, targets: dict[str, torch.Tensor] | None = None,
                 normalizers: dict[str, float] | None = None,
                 generator: torch.Generator | None = None) -> NextGPTOutput:
         """Training forward: total loss and every component.
 
-        `media[m]`: encoder inputs of the batch's m-items in order of appearance; `caption_embeddings[m]`: one
+        `media[m]`: encoder inputs of the batch's m-items in order of appearance (or, with a feature cache, of
+        those not cached: `features[m]` / `feature_mask[m]`, see `encode_media`); `caption_embeddings[m]`: one
         target embedding per m-signal span, in span order (or `captions[m]`, encoded online by the decoder's
         text encoder); `targets[m]`: decoder-side media for the denoising loss, one per span.
         Each component is a mean: over supervised tokens (text), signal spans (caption) or target samples
@@ -170,7 +193,7 @@ class NextGPTModel(nn.Module):
         trainer passes counts over the whole global batch, so that micro-batches and ranks add up exactly).
         """
         normalizers = normalizers or {}
-        spliced = self.splice(input_ids, attention_mask, labels, media)
+        spliced = self.splice(input_ids, attention_mask, labels, media, features, feature_mask)
         out_modalities = [m for m in MODALITIES
                           if (caption_embeddings and caption_embeddings.get(m) is not None)
                           or (captions and captions.get(m))]

@@ -117,6 +117,7 @@ class StepStats:
     tokens: float = 0.0
     skipped: float = 0.0
     skipped_by_reason: dict[str, float] = field(default_factory=dict)  # keys: SKIP_REASONS
+    cache_fallbacks: float = 0.0  # media decoded because the feature cache lacked them
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -125,9 +126,8 @@ class StepStats:
 class Trainer:
     def __init__(self, config: Config):
         import deepspeed
-        from torch.utils.data import DataLoader
 
-        from ..dataset import DataCollator, ModalityGroupedBatchSampler, RoundRobinBatchSampler, build_train_dataset
+        from ..dataset import build_train_data
 
         self.config = config
         t = config.train
@@ -162,24 +162,11 @@ class Trainer:
         dataset_args = dict(tokenizer=self.model.tokenizer, signal=self.model.signal, template=config.model.template,
                             max_length=config.model.max_length if media_tokens else None,
                             media_tokens=media_tokens, target_modalities=targets, model_config=config.model)
-        self.dataset, modalities, lengths = build_train_dataset(config.data, **dataset_args)
+        data = build_train_data(config, dataset_args, world_size=self.world, rank=self.rank, dtype=self.dtype)
+        self.dataset, self.loader, self.sampler = data.dataset, data.loader, data.position
         self.validator = Validator(config, dataset_args, self.rank, self.world) if t.eval_every else None
         self.validation: dict[str, Any] | None = None  # the latest validation, written into every checkpoint
         self.best: dict[str, Any] | None = None  # train.keep_best: the best validation so far
-        if config.data.sampler == "round_robin":  # LEGACY: one dataset per batch, in turn, oversampled
-            self.sampler = RoundRobinBatchSampler(
-                [len(d) for d in self.dataset.datasets], t.micro_batch_size, world_size=self.world, rank=self.rank,
-                gradient_accumulation_steps=t.gradient_accumulation_steps, seed=t.seed)
-        else:
-            self.sampler = ModalityGroupedBatchSampler(
-                modalities, lengths, t.micro_batch_size, world_size=self.world, rank=self.rank,
-                gradient_accumulation_steps=t.gradient_accumulation_steps, seed=t.seed, drop_last=True,
-                group_by_modality=config.data.group_by_modality_length)
-        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=DataCollator.from_tokenizer(
-            self.model.tokenizer), num_workers=config.data.num_workers, pin_memory=torch.cuda.is_available(),
-            # its own generator: creating an iterator must not draw from the global RNG, or a resumed run
-            # (which creates one mid-epoch) would see other dropout / Gumbel noise than an uninterrupted one
-            generator=torch.Generator().manual_seed(t.seed))
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = t.max_steps if t.max_steps > 0 else math.ceil(t.epochs * self.steps_per_epoch)
         if self.total_steps < 1:
@@ -328,6 +315,7 @@ class Trainer:
         scalars["throughput/samples_per_s"] = stats.samples / seconds
         scalars["throughput/tokens_per_s"] = stats.tokens / seconds
         scalars["data/skipped"] = stats.skipped
+        scalars["data/cache_fallbacks"] = stats.cache_fallbacks
         if torch.cuda.is_available():
             scalars["memory/peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         else:
@@ -353,6 +341,7 @@ class Trainer:
             stats.skipped += batch["num_skipped"]
             for _, reason in batch["skipped"]:
                 stats.skipped_by_reason[reason] = stats.skipped_by_reason.get(reason, 0.0) + 1
+            stats.cache_fallbacks += batch.get("num_cache_fallbacks", 0)
             if batch["num_samples"] == 0:
                 loss = self._empty_step_loss()
             else:
@@ -371,10 +360,11 @@ class Trainer:
         keys = ["total"] + [k for k in NORMALIZER_KEYS if normalizers.get(k)]
         reasons = [stats.skipped_by_reason.get(r, 0.0) for r in SKIP_REASONS]
         reduced = _all_reduce([stats.losses.get(k, 0.0) for k in keys] + [stats.samples, stats.tokens,
-                                                                          stats.skipped] + reasons, self.device)
+                                                                          stats.skipped, stats.cache_fallbacks]
+                              + reasons, self.device)
         stats.losses = dict(zip(keys, reduced[:len(keys)]))
-        stats.samples, stats.tokens, stats.skipped = reduced[len(keys):len(keys) + 3]
-        stats.skipped_by_reason = {r: n for r, n in zip(SKIP_REASONS, reduced[len(keys) + 3:]) if n}
+        stats.samples, stats.tokens, stats.skipped, stats.cache_fallbacks = reduced[len(keys):len(keys) + 4]
+        stats.skipped_by_reason = {r: n for r, n in zip(SKIP_REASONS, reduced[len(keys) + 4:]) if n}
         return stats
 
     def run(self) -> Path:
