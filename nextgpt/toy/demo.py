@@ -50,6 +50,7 @@ def prepare(models: Path, data: Path, seed: int = 0) -> None:
     from .decoders import TINY_DECODER_DIRS
     from .feature_models import build_tiny_feature_models
     from .models import build_tiny_models
+    from .pretrain import PRETRAINED_MARKER, pretrain_tiny_llm
     from .synthetic_data import generate
 
     if not (models / "llm" / "config.json").is_file():
@@ -62,6 +63,11 @@ def prepare(models: Path, data: Path, seed: int = 0) -> None:
     generate(data, seed=seed)
     written = precompute_catalog_embeddings(data, {m: models / f for m, f in TINY_DECODER_DIRS.items()})
     logger.info("caption embeddings: %d written", written)
+    if not (models / "llm" / PRETRAINED_MARKER).is_file():
+        conversations = [r["conversations"] for entry in PRETRAIN_SETS for r in _records(data, entry)[0]]
+        marker = pretrain_tiny_llm(models / "llm", conversations, seed=seed)
+        logger.info("the tiny LLM learnt the synthetic training conversations (%d): loss %.3f -> %.3f",
+                    marker["conversations"], marker["loss_first_tenth"], marker["loss_last_tenth"])
 
 
 # The demo's requests (name -> catalog entry): the first request of each synthetic instruction set (the
@@ -73,6 +79,9 @@ DEMO_REQUESTS = {
     "video": "video_instruction",
     "image_question": "llava_instruction",
 }
+# The training sets whose conversations the tiny LLM learns before the stages (nextgpt/toy/pretrain.py): stage 3's.
+PRETRAIN_SETS = ("image_instruction", "video_instruction", "audio_instruction", "llava_instruction",
+                 "alpaca_instruction", "mosit_instruction")
 # The sets `answer_check` asks from (name -> catalog entry).
 CHECK_SETS = {
     "image": "image_instruction",
