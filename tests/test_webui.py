@@ -105,11 +105,13 @@ def ask(driver, log: Path, text: str, files=(), timeout: float = 120) -> None:
 
 
 def wait_for(driver, condition, what: str, timeout: float = 30):
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(driver, timeout).until(lambda d: condition())
+        # gradio re-renders the chat while it updates: an element read mid-update is stale; read again
+        return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: condition())
     except TimeoutException:
         raise AssertionError(f"{what}; the chat shows: {bot_texts(driver)}") from None
 
