@@ -96,7 +96,7 @@ def main() -> None:
     from generation import build_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(args.model) if args.model else build_checkpoint(Path(tmp))
+        ckpt = Path(args.model) if args.model else build_checkpoint(Path(tmp), "tiny")
         direct = Direct(ckpt, args.max_tokens)
         port = args.port or _free_port()
         url = f"http://127.0.0.1:{port}"
