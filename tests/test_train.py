@@ -274,3 +274,23 @@ def test_dry_run_prints_a_two_node_launch(tmp_path):
     assert out[-4:] == ["train.py", "--config", "configs/stage_3.yaml", "train.lr=1e-4"]
     usage = subprocess.run(["bash", "scripts/pretrain_dec.sh", "--help"], cwd=REPO, capture_output=True, text=True)
     assert usage.returncode == 0 and "HOSTFILE" in usage.stdout and "DRY_RUN" in usage.stdout
+
+
+def test_the_launcher_counts_gpus_with_its_own_interpreter_without_an_activated_environment():
+    """No virtual environment on PATH (the system python3 may lack torch): the plan line names the interpreter of
+    the project's DeepSpeed launcher and the GPU count it sees; evaluate.sh starts evaluate.py the same way."""
+    launcher = REPO / ".venv" / "bin" / "deepspeed"
+    if not launcher.is_file():
+        pytest.skip("no .venv/bin/deepspeed in this checkout (scripts/test.sh creates it)")
+    interpreter = launcher.read_text().splitlines()[0].removeprefix("#!").split()[0]
+    seen = subprocess.run([interpreter, "-c", "import torch; print(torch.cuda.device_count())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    bare = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "DRY_RUN": "1"}
+    run = subprocess.run(["bash", "scripts/finetune.sh"], cwd=REPO, env=bare, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert f"x {max(int(seen), 1)} process(es); GPUs seen by {interpreter} on this node: {seen};" in run.stderr
+    assert run.stdout.split()[0] == str(launcher)
+    run = subprocess.run(["bash", "scripts/evaluate.sh", "--model", "m", "--task", "t2i"], cwd=REPO, env=bare,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-5:] == ["evaluate.py", "--model", "m", "--task", "t2i"]
