@@ -18,7 +18,7 @@ from nextgpt.dataset import DataCollator, build_train_dataset
 from nextgpt.dataset.catalog import CATALOG, register, webdataset_data
 from nextgpt.dataset.shard_writer import write_shards
 from nextgpt.dataset.webdataset import ShardStream, expand_shards, read_tar_samples, round_robin_state, scan_tar
-from nextgpt.errors import DataError
+from nextgpt.errors import ConfigError, DataError
 from nextgpt.model.language_model import load_tokenizer, register_signal_tokens
 from nextgpt.toy import synthetic_data as synthetic
 
@@ -172,3 +172,16 @@ def test_undecodable_member_is_skipped_or_strict(data, tok, tmp_path):
 def epoch_ids_and_skips(s, tok):
     loader = DataLoader(s, batch_size=None, collate_fn=DataCollator.from_tokenizer(tok))
     return [(b["ids"], b["num_skipped"]) for b in loader]
+
+
+def test_validation_refuses_shard_entries(data, tok):
+    """Validation averages over a fixed held-out set; a WebDataset entry in data.eval_datasets is named."""
+    from nextgpt.config import Config
+    from nextgpt.train.validation import Validator
+
+    signal = register_signal_tokens(tok, None, "new")[0]
+    config = Config(data=DataConfig(root=str(data), eval_datasets=["cc3m_enc_shards"]))
+    args = dict(tokenizer=tok, signal=signal, template="v1", max_length=512, media_tokens=TOKENS,
+                target_modalities=())
+    with pytest.raises(ConfigError, match=r"eval_datasets \['cc3m_enc_shards'\].*WebDataset"):
+        Validator(config, args, rank=0, world=1)

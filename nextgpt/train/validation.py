@@ -18,6 +18,7 @@ import torch
 
 from ..config import Config
 from ..constants import MODALITIES
+from ..errors import ConfigError
 from ..dataset.collator import model_inputs
 from .batches import NORMALIZER_KEYS, all_reduce, loss_normalizers, to_device
 
@@ -48,6 +49,9 @@ class Validator:
         self.config = config
         data = dataclasses.replace(config.data, datasets=list(config.data.eval_datasets))
         self.dataset, modalities, _ = build_train_dataset(data, **dataset_args)
+        if modalities is None:  # a ShardStream: no fixed set of samples to average over
+            raise ConfigError(f"data.eval_datasets {list(config.data.eval_datasets)}: validation reads JSON datasets "
+                              "(a fixed held-out set); WebDataset shard entries stream without an end")
         size = config.train.micro_batch_size
         batches: list[list[int]] = []
         for modality in dict.fromkeys(modalities):  # one modality per micro-batch, in dataset order
