@@ -1,5 +1,5 @@
 """The demo's tiny "Vicuna": before the three stages, the random tiny LLM learns the language of the synthetic
-training conversations (all of its weights, a few seconds on the CPU).
+training conversations (all of its weights, about 45 s on one CPU thread).
 
 NExT-GPT starts from Vicuna, an LLM that already follows instructions; its stages teach alignment and the signal
 tokens, not language. A random 2-layer LLM tuned only through LoRA learns neither in the demo's minutes (its
