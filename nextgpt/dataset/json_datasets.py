@@ -46,13 +46,11 @@ from ..constants import (
     PLACEHOLDER_TOKEN,
 )
 from ..conversation import SignalVocab, TokenizedExample, tokenize_conversation
-from ..errors import ConfigError, DataError, MediaError
+from ..errors import DataError, MediaError
 from . import media as target_media
 from .embeddings import as_string_list, embedding_path, load_caption_embedding, read_json_list
 from .samples import (
     SKIP_BAD_EMBEDDING,
-    SKIP_BAD_MEDIA,
-    SKIP_MISSING_MEDIA,
     SKIP_TOO_LONG,
     SampleOptions,
     SkippedSample,

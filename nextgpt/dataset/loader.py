@@ -14,7 +14,7 @@ model's encoder (a cache made by another encoder or other settings is refused).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import torch
 

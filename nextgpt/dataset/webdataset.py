@@ -28,7 +28,6 @@ shuffle buffer holds samples of several shards.)
 from __future__ import annotations
 
 import glob
-import io
 import json
 import logging
 import os
