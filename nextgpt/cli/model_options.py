@@ -38,11 +38,9 @@ def generation_overrides(args: argparse.Namespace) -> dict:
     return {k[4:]: v for k, v in vars(args).items() if k.startswith("gen_") and v is not None}
 
 
-def load_generator(args: argparse.Namespace):
-    """The checkpoint of `args.model` on the chosen device, with the command line's generation defaults."""
+def checked_device(args: argparse.Namespace) -> str:
+    """`--device` (default: cuda if available, else cpu), checked with `--offload` before anything loads."""
     import torch
-
-    from nextgpt.generation import NextGPTGenerator, resolve_options
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -53,6 +51,16 @@ def load_generator(args: argparse.Namespace):
         raise NextGPTError(f"--device {device}: CUDA is not available on this machine")
     if args.offload and torch.device(device).type == "cpu":
         raise NextGPTError("--offload needs a GPU --device (it moves decoders from the CPU to the GPU)")
+    return device
+
+
+def load_generator(args: argparse.Namespace):
+    """The checkpoint of `args.model` on the chosen device, with the command line's generation defaults."""
+    import torch
+
+    from nextgpt.generation import NextGPTGenerator, resolve_options
+
+    device = checked_device(args)
     dtype = DTYPES[args.dtype or ("bfloat16" if torch.device(device).type == "cuda" else "float32")]
     overrides = generation_overrides(args)
     resolve_options(None, **overrides)  # bad values fail before the model loads

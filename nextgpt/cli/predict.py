@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from nextgpt.cli.common import ArgumentParser
+from nextgpt.cli.model_options import checked_device
 from nextgpt.config import GenerateConfig
 from nextgpt.constants import MODALITIES
 from nextgpt.dtypes import DTYPES
@@ -98,15 +99,7 @@ def _run(args: argparse.Namespace, options: dict) -> int:
     try:
         if not args.interactive and not args.prompt:
             raise NextGPTError("--prompt is required (or use --interactive)")
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            torch.device(device)
-        except RuntimeError:
-            raise NextGPTError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
-        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-            raise NextGPTError(f"--device {device}: CUDA is not available on this machine")
-        if args.offload and torch.device(device).type == "cpu":
-            raise NextGPTError("--offload needs a GPU --device (it moves decoders from the CPU to the GPU)")
+        device = checked_device(args)
         quantization = "8bit" if args.load_in_8bit else "4bit" if args.load_in_4bit else None
         check_quantization(quantization, device)  # before the (slow) load: CPU / no bitsandbytes stop here
         dtype = DTYPES[args.dtype or ("float16" if quantization == "8bit" else

@@ -77,13 +77,7 @@ class RunReporter:
         """One logging step's scalars (names like `loss/total`, `lr/lora`, `throughput/samples_per_s`)."""
         if not self.active:
             return
-        with open(self.output_dir / METRICS_FILE, "a") as f:
-            f.write(json.dumps({"step": step, **scalars}) + "\n")
-        if self.tensorboard is not None:
-            for key, value in scalars.items():
-                self.tensorboard.add_scalar(key, value, step)
-        if self.wandb is not None:
-            self.wandb.log(scalars, step=step)
+        self._record(step, scalars)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{scalars['loss/total']:.4f}",
                                  sps=f"{scalars['throughput/samples_per_s']:.1f}")
@@ -94,7 +88,16 @@ class RunReporter:
         """Validation losses (`val/loss/<component>`), to the same sinks as the training scalars, and one line."""
         if not self.active:
             return
-        scalars = {f"val/loss/{k}": v for k, v in losses.items()}
+        self._record(step, {f"val/loss/{k}": v for k, v in losses.items()})
+        text = f"stage {self.config.train.stage} step {step}/{self.total_steps} | validation | " + \
+            " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def _record(self, step: int, scalars: dict[str, float]) -> None:
+        """Scalars of one step to metrics.jsonl, TensorBoard and W&B (those configured)."""
         with open(self.output_dir / METRICS_FILE, "a") as f:
             f.write(json.dumps({"step": step, **scalars}) + "\n")
         if self.tensorboard is not None:
@@ -102,12 +105,6 @@ class RunReporter:
                 self.tensorboard.add_scalar(key, value, step)
         if self.wandb is not None:
             self.wandb.log(scalars, step=step)
-        text = f"stage {self.config.train.stage} step {step}/{self.total_steps} | validation | " + \
-            " ".join(f"{k} {v:.4f}" for k, v in losses.items())
-        if self.bar is not None:
-            self.bar.write(text)
-        else:
-            print(text, flush=True)
 
     def line(self, step: int, scalars: dict[str, float]) -> str:
         """`stage 1 step 20/100 | loss 2.3456 (text 2.3456) | lr 1.00e-03 | 12.3 samples/s | ETA 0:01:23`."""
