@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -206,8 +207,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    # resolving the string annotations is most of the cost of building a config (the server does it per request)
+    return typing.get_type_hints(cls)
+
+
 def _build(cls: type, data: dict, sources: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _field_types(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():

@@ -19,10 +19,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(args: list[str], ready_url: str, log_path: Path, timeout: float = 300.0) -> subprocess.Popen:
-    """`python -m <args>` from the repository, its output in `log_path`; returns once `ready_url` answers 200."""
+def start(args: list[str], ready_url: str, log_path: Path, timeout: float = 300.0,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m <args>` from the repository (with `env` added to the environment), its output in `log_path`;
+    returns once `ready_url` answers 200."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
-               GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(REPO), NO_PROXY="127.0.0.1,localhost")
+               GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(REPO), NO_PROXY="127.0.0.1,localhost", **(env or {}))
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout

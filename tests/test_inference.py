@@ -249,6 +249,9 @@ def test_input_image_is_encoded_and_spliced(gen, pictures):
     p = ids.index(IMAGE_TOKEN_INDEX)
     assert embeds.shape[0] == len(ids) - 1 + len(block)
     torch.testing.assert_close(embeds[p:p + len(block)], block)
+    # the result counts the prompt the LLM read: text tokens plus the image's embeddings
+    result = gen.generate("What is in <image>?", images=[pictures[0]], max_new_tokens=2)
+    assert result.prompt_tokens == len(ids) - 1 + len(block)
     # the answer depends on the image
     a = first_logits(gen, prompt="What is in <image>?", images=[pictures[0]])
     b = first_logits(gen, prompt="What is in <image>?", images=[pictures[1]])

@@ -34,13 +34,15 @@ def checkpoint(tiny_models, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
-    """(base URL, log file) of `python -m nextgpt.serve` with a key, a 16-request queue and small limits."""
+    """(base URL, log file, temporary folder) of `python -m nextgpt.serve` with a key, a 16-request queue and small
+    limits."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve_log") / "server.log"
+    tmp = tmp_path_factory.mktemp("serve_tmp")
     proc = start(["nextgpt.serve", "--model", str(checkpoint), "--port", str(port), "--api-key", KEY,
                   "--max-queue", "16", "--max-body-mb", "1", "--max-input-pixels", "10000", "--max-tokens", "400",
-                  *SMALL], f"http://127.0.0.1:{port}/health", log)
-    yield f"http://127.0.0.1:{port}", log
+                  *SMALL], f"http://127.0.0.1:{port}/health", log, env={"TMPDIR": str(tmp)})
+    yield f"http://127.0.0.1:{port}", log, tmp
     stop(proc)
 
 
@@ -85,6 +87,7 @@ def test_text_question(client, direct, server):
     expected = direct.generate("What is NExT-GPT?", max_new_tokens=24)
     assert answer(r) == expected.text and answer(r)
     assert body["usage"]["completion_tokens"] == len(expected.token_ids)
+    assert body["usage"]["prompt_tokens"] == len(direct.prompt_ids([direct.prepare_turn("What is NExT-GPT?")]))
     models = client.get("/v1/models").json()
     assert [m["id"] for m in models["data"]] == ["nextgpt"]
     health = httpx.get(f"{server[0]}/health").json()  # no key needed
@@ -98,11 +101,13 @@ def test_image_question_data_url(client, direct):
     text_only = ask(client, "What is in the picture?", max_tokens=24)
     expected = direct.generate("<image>\nWhat is in the picture?", images=[image], max_new_tokens=24)
     assert answer(with_image) == expected.text
-    # the image's features are spliced into the prompt: more prompt tokens than the text alone
-    assert with_image.json()["usage"]["prompt_tokens"] > text_only.json()["usage"]["prompt_tokens"]
+    # the image's features are spliced into the prompt: its embeddings count, its placeholder does not
+    ids = direct.prompt_ids([direct.prepare_turn("<image>\nWhat is in the picture?", images=[image])])
+    assert with_image.json()["usage"]["prompt_tokens"] == len(ids) - 1 + direct.model.media_tokens_per_item()
+    assert text_only.json()["usage"]["prompt_tokens"] < len(ids)
 
 
-def test_audio_and_video_inputs(client, direct, tmp_path):
+def test_audio_and_video_inputs(client, direct, server, tmp_path):
     import soundfile
 
     from nextgpt.generation import save_video
@@ -119,6 +124,8 @@ def test_audio_and_video_inputs(client, direct, tmp_path):
     expected = direct.generate("<audio>\n<video>\nDescribe both.", videos=[str(mp4)], audios=[str(tmp_path / "a.wav")],
                                max_new_tokens=16)
     assert answer(r) == expected.text
+    # the decoded input files lived in the request's temporary folder, removed with the answer
+    assert not list(server[2].glob("nextgpt-request-*"))
 
 
 def test_forced_image_audio_video_answer_decodes(client):

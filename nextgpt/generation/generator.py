@@ -430,5 +430,5 @@ class NextGPTGenerator:
 
     def _result(self, row: DecodeRow, outputs: list[MediaOutput]) -> GenerationResult:
         return GenerationResult(self._visible_text(row, final=True).strip(), list(row.tokens), outputs,
-                                row.finish_reason)
+                                row.finish_reason, row.prompt_len)
 

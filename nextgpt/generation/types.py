@@ -62,6 +62,7 @@ class GenerationResult:
     token_ids: list[int]  # generated ids, signal spans included, the stop token / string excluded
     outputs: list[MediaOutput]  # in the order of their spans
     finish_reason: str  # "stop" (EOS or stop string) or "length" (max_new_tokens)
+    prompt_tokens: int = 0  # positions the LLM read before answering: text tokens plus each medium's embeddings
 
     def media(self, modality: str) -> list[Any]:
         return [o.data for o in self.outputs if o.modality == modality]

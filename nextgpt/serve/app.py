@@ -9,12 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
-import tempfile
 import time
 import uuid
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -38,7 +35,7 @@ from .protocol import (
     validation_message,
 )
 from .settings import ServeSettings
-from .work import answer_work
+from .work import ScratchFolder, answer_work
 from .worker import GenerationQueue, Job, QueueFull
 
 logger = logging.getLogger("nextgpt.serve")
@@ -103,19 +100,18 @@ def create_app(generator, settings: ServeSettings | None = None) -> FastAPI:
                                 f"{settings.model_id!r}", "model", "not_found_error")
         options, force, resolved = generation_options(req, generator.options, settings,
                                                       generator.model.config.max_length)
-        workdir = Path(tempfile.mkdtemp(prefix="nextgpt-request-"))
+        scratch = ScratchFolder()
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         base = str(request.base_url).rstrip("/")
         _note(request, id=cid, stream=req.stream, media_in=_counts(_input_parts(req)), force=",".join(force) or "-")
         # the content parts are decoded in the generation thread, with the answer (one hand-over fewer)
-        work = answer_work(generator, lambda: decode_messages(req.messages, settings, workdir), options, force, resolved.video_fps, workdir,
-                           (lambda: store.folder(cid)) if settings.media_urls else None,
+        work = answer_work(generator, lambda: decode_messages(req.messages, settings, scratch), options, force,
+                           resolved.video_fps, scratch, (lambda: store.folder(cid)) if settings.media_urls else None,
                            f"{base}/v1/files/{cid}" if settings.media_urls else None, stream=req.stream)
-        job = Job(work, asyncio.get_running_loop(), cleanup=lambda: shutil.rmtree(workdir, ignore_errors=True))
+        job = Job(work, asyncio.get_running_loop(), cleanup=scratch.remove)
         try:
             queue.submit(job)
         except QueueFull as err:
-            shutil.rmtree(workdir, ignore_errors=True)
             raise ApiError(429, f"the server is busy ({err}); retry later", kind="rate_limit_error") from None
         gone = asyncio.ensure_future(_disconnected(request))
         try:
@@ -146,8 +142,9 @@ def create_app(generator, settings: ServeSettings | None = None) -> FastAPI:
         _, finish, prompt_tokens, completion_tokens = done
         _note(request, queued=f"{job.waited:.2f}s", tokens=f"{prompt_tokens}+{completion_tokens}",
               outputs=_part_counts(parts), finish=finish)
-        return completion_body(cid, settings.model_id, assistant_content("".join(text), parts), finish,
-                               usage(prompt_tokens, completion_tokens))
+        # a plain dict would go through FastAPI's generic encoder first; the body is JSON types already
+        return JSONResponse(completion_body(cid, settings.model_id, assistant_content("".join(text), parts), finish,
+                                            usage(prompt_tokens, completion_tokens)))
 
     return app
 

@@ -15,7 +15,7 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
 from ..constants import PLACEHOLDER_TOKEN
@@ -42,9 +42,9 @@ class TurnSpec:
         return {"image": len(self.images), "video": len(self.videos), "audio": len(self.audios)}
 
 
-def decode_messages(messages: list[Message], settings: ServeSettings, workdir: Path) -> list[TurnSpec]:
+def decode_messages(messages: list[Message], settings: ServeSettings, workdir: Callable[[], Path]) -> list[TurnSpec]:
     """The conversation as turns, the last one to be answered. Decoded audio / video are written under
-    `workdir`. ApiError(400 / 413) names the message and part at fault."""
+    `workdir()`. ApiError(400 / 413) names the message and part at fault."""
     turns: list[TurnSpec] = []
     open_turn: TurnSpec | None = None
     for i, message in enumerate(messages):
@@ -71,7 +71,7 @@ def decode_messages(messages: list[Message], settings: ServeSettings, workdir: P
     return turns
 
 
-def _user_pieces(content, turn: TurnSpec, settings: ServeSettings, workdir: Path, where: str) -> list[str]:
+def _user_pieces(content, turn: TurnSpec, settings: ServeSettings, workdir: Callable[[], Path], where: str) -> list[str]:
     if content is None:
         return []
     if isinstance(content, str):
@@ -169,7 +169,7 @@ def _image(url: str, settings: ServeSettings, at: str):
         raise ApiError(400, f"{at}: cannot decode the image ({type(err).__name__}: {err})", "messages") from None
 
 
-def _audio(value, settings: ServeSettings, workdir: Path, at: str) -> str:
+def _audio(value, settings: ServeSettings, workdir: Callable[[], Path], at: str) -> str:
     import soundfile
 
     if not isinstance(value, dict) or not isinstance(value.get("data"), str):
@@ -187,7 +187,7 @@ def _audio(value, settings: ServeSettings, workdir: Path, at: str) -> str:
     return str(path)
 
 
-def _video(url: str, settings: ServeSettings, workdir: Path, at: str) -> str:
+def _video(url: str, settings: ServeSettings, workdir: Callable[[], Path], at: str) -> str:
     import av
 
     source = _source(url, settings, at)
@@ -212,9 +212,9 @@ def _video(url: str, settings: ServeSettings, workdir: Path, at: str) -> str:
     return str(path)
 
 
-def _write(workdir: Path, data: bytes, suffix: str) -> Path:
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / f"input_{len(list(workdir.iterdir())):03d}.{suffix}"
+def _write(workdir: Callable[[], Path], data: bytes, suffix: str) -> Path:
+    folder = workdir()
+    path = folder / f"input_{len(list(folder.iterdir())):03d}.{suffix}"
     path.write_bytes(data)
     return path
 

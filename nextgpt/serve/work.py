@@ -3,6 +3,8 @@ output, and report the token counts. Its events: ("text", piece), ("media", part
 ("done", finish_reason, prompt_tokens, completion_tokens)."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -13,11 +15,12 @@ from .worker import Job
 
 
 def answer_work(generator, decode: Callable[[], list[TurnSpec]], options: dict[str, Any], force: list[str], video_fps: int,
-                workdir: Path, media_folder: Callable[[], Path] | None, media_url: str | None, stream: bool = True
-                ) -> Callable[[Job], Iterator[tuple]]:
-    """The job function answering the last of the turns `decode()` gives (it raises ApiError on bad input). Media are written to `media_folder()` and answered as
-    `media_url/<name>` when given; otherwise written to `workdir` and answered as base64 data. Without `stream`
-    the text comes as one piece before "done" (fewer hand-overs between threads)."""
+                scratch: Callable[[], Path], media_folder: Callable[[], Path] | None, media_url: str | None,
+                stream: bool = True) -> Callable[[Job], Iterator[tuple]]:
+    """The job function answering the last of the turns `decode()` gives (it raises ApiError on bad input). Media
+    are written to `media_folder()` and answered as `media_url/<name>` when given; otherwise written to `scratch()`
+    and answered as base64 data. Without `stream` the text comes as one piece before "done" (fewer hand-overs
+    between threads)."""
 
     def work(job: Job) -> Iterator[tuple]:
         turns = []
@@ -26,8 +29,6 @@ def answer_work(generator, decode: Callable[[], list[TurnSpec]], options: dict[s
             turn = generator.prepare_turn(spec.text, spec.images, spec.videos, spec.audios)
             turn.answer = spec.answer
             turns.append(turn)
-        prompt_tokens = len(generator.prompt_ids(turns)) + sum(
-            block.shape[0] - 1 for turn in turns for blocks in turn.media.values() for block in blocks)
 
         def cancel_point(step, logits):
             job.check()
@@ -46,7 +47,7 @@ def answer_work(generator, decode: Callable[[], list[TurnSpec]], options: dict[s
             elif event.kind == "media":
                 output = event.output
                 if folder is None:
-                    folder = media_folder() if media_folder is not None else workdir
+                    folder = media_folder() if media_folder is not None else scratch()
                 path = write_output(output, folder, counts[output.modality], video_fps)
                 counts[output.modality] += 1
                 yield ("media", output_part(output, path, f"{media_url}/{path.name}" if media_url else None))
@@ -55,9 +56,25 @@ def answer_work(generator, decode: Callable[[], list[TurnSpec]], options: dict[s
                 rest = trim.finish(result.text) if stream else result.text
                 if rest:
                     yield ("text", rest)
-                yield ("done", result.finish_reason, prompt_tokens, len(result.token_ids))
+                yield ("done", result.finish_reason, result.prompt_tokens, len(result.token_ids))
 
     return work
+
+
+class ScratchFolder:
+    """A request's temporary folder, made on first use (a text-only request needs none); `remove` deletes it."""
+
+    def __init__(self):
+        self._path: Path | None = None
+
+    def __call__(self) -> Path:
+        if self._path is None:
+            self._path = Path(tempfile.mkdtemp(prefix="nextgpt-request-"))
+        return self._path
+
+    def remove(self) -> None:
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
 
 
 class TextTrim:
