@@ -122,6 +122,25 @@ def test_three_stages_chain_and_each_changes_exactly_its_preset(tiny_models, dem
 # ------------------------------------------------------------------------------------- multi-process
 
 
+def test_gradient_checkpointing_is_on_in_every_llm_layer_and_changes_no_loss(tiny_models, demo_data, tmp_path):
+    import warnings
+
+    losses = {}
+    for on in (False, True):
+        args = overrides(tiny_models, demo_data, tmp_path / str(on), "train.init_from=null", "train.micro_batch_size=2",
+                         f"train.gradient_checkpointing={str(on).lower()}")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer = Trainer(load_config(REPO / "configs/tiny/stage_3.yaml", args))
+        assert not [w for w in caught if "checkpointing_enable" in str(w.message)]  # no deprecated call of ours
+        layers = [m for m in trainer.model.base_llm.modules() if hasattr(m, "gradient_checkpointing")]
+        assert layers and all(m.gradient_checkpointing is on for m in layers)
+        losses[on] = trainer.train_step([next(trainer._micro_batches())]).losses
+    assert losses[True].keys() == losses[False].keys() and "text" in losses[True]
+    for key in losses[False]:
+        assert losses[True][key] == pytest.approx(losses[False][key], rel=1e-5), key
+
+
 def launch(script: str, nproc: int, args: list[str], port: int) -> None:
     env = subprocess_env(NUM_GPUS=str(nproc), MASTER_PORT=str(port), CONFIG="configs/tiny/stage_1.yaml")
     proc = subprocess.run(["bash", f"scripts/{script}", *args], cwd=REPO, env=env, capture_output=True, text=True,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..config import GenerateConfig
 from ..constants import MODALITIES, PLACEHOLDER_TOKEN
@@ -31,6 +32,10 @@ from .types import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The KV cache's keyword in the LLM's forward and output: recent transformers renamed `past_key_values` to `cache`
+# (the old name still works there, with a deprecation warning).
+CACHE_ARG = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 class NextGPTGenerator:
@@ -267,9 +272,9 @@ class NextGPTGenerator:
             while True:
                 want_hidden = [f is not None and rows[b].in_span(f) for b, f in enumerate(feeding)]
                 out = model.llm(inputs_embeds=step_embeds, attention_mask=mask, position_ids=step_pos,
-                                past_key_values=past, use_cache=use_cache, output_hidden_states=any(want_hidden),
-                                logits_to_keep=1)
-                past = out.past_key_values if use_cache else None
+                                use_cache=use_cache, output_hidden_states=any(want_hidden), logits_to_keep=1,
+                                **{CACHE_ARG: past})
+                past = getattr(out, CACHE_ARG) if use_cache else None
                 if any(want_hidden):
                     states = out.hidden_states[layer][:, -1]
                     for b, f in enumerate(feeding):

@@ -151,7 +151,7 @@ class Trainer:
             self.model.enable_lora(config.model.lora)
         trainable = apply_stage_preset(self.model, t.stage, t.recipe)
         if t.gradient_checkpointing:
-            self.model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _enable_activation_checkpointing(self.model.base_llm)
         self.trainable_names = sorted(trainable)
 
         # data
@@ -461,3 +461,12 @@ def train(config: Config) -> Path:
     """Run one stage end to end (what `python train.py --config …` does)."""
     trainer = Trainer(config)
     return trainer.run()
+
+
+def _enable_activation_checkpointing(llm) -> None:
+    """Checkpointed decoder layers, non-reentrant. Recent transformers call it activation checkpointing (the old
+    name still works there, with a deprecation warning)."""
+    if hasattr(llm, "activation_checkpointing_enable"):
+        llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
