@@ -6,10 +6,10 @@ Without --model, tiny models and an untrained tiny stage-3 checkpoint are built 
 Direct: `NextGPTGenerator.generate` in this process (1 torch thread), one call at a time. API:
 `python -m nextgpt.serve` in a subprocess (1 torch thread) on a loopback port, called with httpx at concurrency 1
 and 8. Every request is the same greedy text answer of exactly the same tokens (checked), so every run does the
-same generation work. On a shared machine the load drifts, so the three are interleaved: each round runs
---per-round direct calls, then as many API requests at concurrency 1, then at concurrency 8. Prints requests/s
-(requests over the summed wall time of that mode) and p50 / p95 latency, and the API overhead at concurrency 1
-(its p50 latency over the direct p50).
+same generation work. On a shared machine the load drifts, so the modes are interleaved: each round alternates
+--per-round direct calls with as many API requests at concurrency 1 (one of each in turn, the first of a pair
+alternating), then sends as many at concurrency 8. Prints requests/s (requests over the summed wall time of that
+mode) and p50 / p95 latency, and the API overhead at concurrency 1 (its p50 latency over the direct p50).
 """
 from __future__ import annotations
 
@@ -52,14 +52,12 @@ class Direct:
         self.max_tokens = max_tokens
         self.tokens = len(self.gen.generate(PROMPT, max_new_tokens=max_tokens).token_ids)  # warm-up
 
-    def batch(self, n: int, concurrency: int = 1) -> list[float]:
-        latencies = []
-        for _ in range(n):
-            t = time.perf_counter()
-            result = self.gen.generate(PROMPT, max_new_tokens=self.max_tokens)
-            latencies.append(time.perf_counter() - t)
-            assert len(result.token_ids) == self.tokens
-        return latencies
+    def one(self) -> float:
+        t = time.perf_counter()
+        result = self.gen.generate(PROMPT, max_new_tokens=self.max_tokens)
+        elapsed = time.perf_counter() - t
+        assert len(result.token_ids) == self.tokens
+        return elapsed
 
 
 class Api:
@@ -108,19 +106,24 @@ def main() -> None:
             _wait(url)
             api = Api(url, args.max_tokens, direct.tokens)
             print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
-            modes = {"direct (generator)": (direct, 1), "API, concurrency 1": (api, 1), "API, concurrency 8": (api, 8)}
-            latencies = {name: [] for name in modes}
-            walls = {name: 0.0 for name in modes}
+            single = {"direct (generator)": direct.one, "API, concurrency 1": api.one}
+            crowd = "API, concurrency 8"
+            latencies = {name: [] for name in [*single, crowd]}
+            crowd_wall = 0.0
             for _ in range(args.rounds):
-                for name, (runner, concurrency) in modes.items():
-                    started = time.perf_counter()
-                    latencies[name] += runner.batch(args.per_round, concurrency)
-                    walls[name] += time.perf_counter() - started
+                for i in range(args.per_round):
+                    for name in (list(single) if i % 2 == 0 else list(single)[::-1]):
+                        latencies[name].append(single[name]())
+                started = time.perf_counter()
+                latencies[crowd] += api.batch(args.per_round, 8)
+                crowd_wall += time.perf_counter() - started
             print(f"load average after: {os.getloadavg()[0]:.2f}")
         finally:
             server.terminate()
             server.wait(30)
-        rows = {name: summary(name, latencies[name], walls[name]) for name in modes}
+        # one request at a time: a mode's wall time is the sum of its latencies
+        walls = {**{name: sum(latencies[name]) for name in single}, crowd: crowd_wall}
+        rows = {name: summary(name, latencies[name], walls[name]) for name in latencies}
         d, a = rows["direct (generator)"], rows["API, concurrency 1"]
         print(f"{direct.tokens} tokens per answer; API overhead at concurrency 1 (p50 latency vs direct p50): "
               f"{100 * (a['p50_ms'] / d['p50_ms'] - 1):+.1f} % ({a['p50_ms'] - d['p50_ms']:+.1f} ms)")
