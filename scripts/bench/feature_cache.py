@@ -1,11 +1,13 @@
 """Stage-1 training throughput with and without the encoder feature cache, and the WebDataset loader against the
 JSON datasets, measured side by side in one run.
 
-    python scripts/bench/feature_cache.py [--steps 8] [--micro-batch 4] [--huge] [--threads 0]
+    python scripts/bench/feature_cache.py [--steps 8] [--micro-batch 4] [--huge] [--samples DIR] [--threads 0]
 
 1. The embedded default's data (the synthetic dataset, tiny models): stage-1 samples/s of the real trainer
    (`Trainer.train_step` on the DataLoader's batches, data loading included, 0 workers) over all three stage-1
    sets, then over video batches only (webvid_enc), each without and with `data.feature_cache`.
+   `--samples DIR`: the same on real media, the reference repository's samples (DIR holds T_X_pair_data/: CC3M
+   JPEGs, WebVid MP4s of about 336x596 and 7-28 s, AudioCaps 10 s WAVs; e.g. ../shared/data/nextgpt_samples).
 2. `--huge`: the same on a few images with a random ImageBind-huge (1.2 B parameters; its checkpoint is written
    to a temporary folder first, ~4.8 GB), where the saving is the encoder's forward.
 3. One epoch of the DataLoader (no training) over the stage-1 sets as JSON and as WebDataset shards made from them.
@@ -91,11 +93,24 @@ def loader_rate(data: Path, datasets: list[str], tok, signal, micro: int) -> flo
     return count / (time.perf_counter() - start)
 
 
+def cache_versus_decoding(results: dict, prefix: str, paths: dict, data: Path, cache: Path, args,
+                          extra: list[str] = ()) -> None:
+    """Stage-1 samples/s without and with the cache over all three stage-1 sets, then over video batches only."""
+    for label, datasets in (("all stage-1 sets", STAGE1), ("video batches (webvid_enc)", ["webvid_enc"])):
+        run = overrides(paths, data, datasets, args.micro_batch, cache.parent / "out") + list(extra)
+        (plain, _), (cached, fallbacks) = train_rates([run, run + [f"data.feature_cache={cache}"]], args.steps)
+        label = prefix + label
+        results[f"{label}: uncached"], results[f"{label}: cached"] = plain, cached
+        print(f"stage 1, {label}: {plain:.2f} samples/s uncached, {cached:.2f} cached ({cached / plain:.1f}x; "
+              f"{fallbacks} fallbacks)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--micro-batch", type=int, default=4)
     parser.add_argument("--huge", action="store_true", help="also the ImageBind-huge-shaped encoder")
+    parser.add_argument("--samples", help="also on the real sample media in this folder (holds T_X_pair_data/)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = leave as is)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -118,13 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         base = overrides(paths, data, STAGE1, args.micro_batch, root / "out")
         seconds = make_cache(base, root / "features")
         print(f"cache of the demo data's 280 stage-1 media: {seconds:.1f} s", flush=True)
-        for label, datasets in (("all stage-1 sets", STAGE1), ("video batches (webvid_enc)", ["webvid_enc"])):
-            run = overrides(paths, data, datasets, args.micro_batch, root / "out")
-            (plain, _), (cached, fallbacks) = train_rates(
-                [run, run + [f"data.feature_cache={root / 'features'}"]], args.steps)
-            results[f"{label}: uncached"], results[f"{label}: cached"] = plain, cached
-            print(f"stage 1, {label}: {plain:.2f} samples/s uncached, {cached:.2f} cached ({cached / plain:.1f}x; "
-                  f"{fallbacks} fallbacks)", flush=True)
+        cache_versus_decoding(results, "", paths, data, root / "features", args)
+        if args.samples:
+            samples = Path(args.samples).resolve()
+            no_validation = ["train.eval_every=0", "data.eval_datasets=[]"]  # the samples have no held-out split
+            seconds = make_cache(overrides(paths, samples, STAGE1, args.micro_batch, root / "out") + no_validation,
+                                 root / "features_samples")
+            print(f"cache of the sample media: {seconds:.1f} s", flush=True)
+            cache_versus_decoding(results, "sample media, ", paths, samples, root / "features_samples", args,
+                                  no_validation)
         if args.huge:
             from nextgpt.model.multimodal_encoder.encoder import build_multimodal_encoder, save_imagebind
 
