@@ -71,7 +71,8 @@ def decode_messages(messages: list[Message], settings: ServeSettings, workdir: C
     return turns
 
 
-def _user_pieces(content, turn: TurnSpec, settings: ServeSettings, workdir: Callable[[], Path], where: str) -> list[str]:
+def _user_pieces(content, turn: TurnSpec, settings: ServeSettings, workdir: Callable[[], Path],
+                 where: str) -> list[str]:
     if content is None:
         return []
     if isinstance(content, str):

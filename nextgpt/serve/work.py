@@ -14,9 +14,9 @@ from .outputs import output_part, write_output
 from .worker import Job
 
 
-def answer_work(generator, decode: Callable[[], list[TurnSpec]], options: dict[str, Any], force: list[str], video_fps: int,
-                scratch: Callable[[], Path], media_folder: Callable[[], Path] | None, media_url: str | None,
-                stream: bool = True) -> Callable[[Job], Iterator[tuple]]:
+def answer_work(generator, decode: Callable[[], list[TurnSpec]], options: dict[str, Any], force: list[str],
+                video_fps: int, scratch: Callable[[], Path], media_folder: Callable[[], Path] | None,
+                media_url: str | None, stream: bool = True) -> Callable[[Job], Iterator[tuple]]:
     """The job function answering the last of the turns `decode()` gives (it raises ApiError on bad input). Media
     are written to `media_folder()` and answered as `media_url/<name>` when given; otherwise written to `scratch()`
     and answered as base64 data. Without `stream` the text comes as one piece before "done" (fewer hand-overs
