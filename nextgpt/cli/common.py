@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import typing
 
 
@@ -14,3 +16,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"error: {message} (see --help)\n")
+
+
+def exit_launched(code: int) -> typing.NoReturn:
+    """Leave a script the training launcher may start on several processes (train.py, the preprocessing scripts).
+    DeepSpeed's comm layer with gloo can abort at interpreter exit in multi-process runs (DeepSpeed 0.19), so there
+    a rank leaves without running the exit handlers once its work is done."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        os._exit(code)
+    sys.exit(code)

@@ -20,7 +20,6 @@ interrupted run leaves no half-written embedding.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -33,6 +32,7 @@ import numpy as np
 
 from ..constants import MODALITIES
 from ..errors import ConfigError, DataError
+from ..json_files import read_json_list
 
 logger = logging.getLogger(__name__)
 
@@ -83,23 +83,6 @@ def load_caption_embedding(path: str | os.PathLike, where: str = "") -> np.ndarr
 
 
 # ------------------------------------------------------------------------------------------------------ JSON
-
-
-def read_json_list(path: str | os.PathLike) -> list[Any]:
-    """A JSON file whose top level is a list; every problem is a `DataError` naming the file."""
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"data file not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read: {err}") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: the top level must be a list of samples, got {type(data).__name__}")
-    return data
 
 
 def as_string_list(value: Any, key: str, where: str) -> list[str]:

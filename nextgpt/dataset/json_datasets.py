@@ -47,8 +47,9 @@ from ..constants import (
 )
 from ..conversation import SignalVocab, TokenizedExample, tokenize_conversation
 from ..errors import DataError, MediaError
+from ..json_files import read_json_list
 from . import media as target_media
-from .embeddings import as_string_list, embedding_path, load_caption_embedding, read_json_list
+from .embeddings import as_string_list, embedding_path, load_caption_embedding
 from .samples import (
     SKIP_BAD_EMBEDDING,
     SKIP_TOO_LONG,

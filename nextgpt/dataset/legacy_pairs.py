@@ -13,7 +13,7 @@ from typing import Any
 from ..constants import MODALITIES, PLACEHOLDER_TOKEN
 from ..conversation import SignalVocab
 from ..errors import ConfigError, DataError
-from .embeddings import read_json_list
+from ..json_files import read_json_list
 from .json_datasets import ConversationDataset
 from .samples import SampleOptions
 

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..errors import DataError
+from ..json_files import read_json_list
 from .records import alpaca_record, comprehension_record, generation_record, llava_record, mosit_record, t2x_record
 
 __all__ = ["PAIR_SETS", "PrepareReport", "prepare_alpaca", "prepare_hint", "prepare_llava", "prepare_mosit",
@@ -69,16 +70,6 @@ def _write_json(path: Path, data: Any) -> Path:
     return path
 
 
-def _read_json_list(path: Path) -> list:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read JSON ({err})") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of items, got {type(data).__name__}")
-    return data
-
-
 def _link_media(media: Path | None, target: Path) -> Path:
     """Make `target` (the catalog's media folder) hold the media: a symbolic link to `media` unless it is already
     that folder."""
@@ -122,7 +113,7 @@ def read_pairs(source: Path, set_name: str) -> tuple[list[dict[str, Any]], list[
                 caption = txt.read_text(errors="replace") if txt.is_file() else None
                 add(str(f), str(f.relative_to(source)), caption, f.stem)
     elif source.suffix.lower() == ".json":
-        for i, item in enumerate(_read_json_list(source)):
+        for i, item in enumerate(read_json_list(source, "source file")):
             item = item if isinstance(item, dict) else {}
             add(f"{source}[{i}]", item.get(name_key, item.get("file_name")), item.get("caption"),
                 item.get(id_key, item.get("id", i)))
@@ -211,14 +202,14 @@ def _convert(what: str, items: Iterable[Any], convert: Callable[[int, Any], dict
 def prepare_llava(source: Path, root: Path, images: Path | None = None) -> PrepareReport:
     """LLaVA-Instruct-150K (`llava_instruct_150k.json`) with its COCO images."""
     folder = _link_media(images, Path(root) / LLAVA_DIR / "images")
-    return _convert(f"LLaVA from {source}", _read_json_list(source), lambda i, item: llava_record(item),
+    return _convert(f"LLaVA from {source}", read_json_list(source, "source file"), lambda i, item: llava_record(item),
                     Path(root) / LLAVA_DIR / "preprocessed_llava.json",
                     lambda r: [folder / n for n in r["input_image"]])
 
 
 def prepare_alpaca(source: Path, root: Path) -> PrepareReport:
     """Alpaca (`alpaca_data.json`: instruction, input, output)."""
-    return _convert(f"Alpaca from {source}", _read_json_list(source), lambda i, item: alpaca_record(item),
+    return _convert(f"Alpaca from {source}", read_json_list(source, "source file"), lambda i, item: alpaca_record(item),
                     Path(root) / ALPACA_DIR / "preprocessed_alpaca.json")
 
 
@@ -226,7 +217,7 @@ def prepare_t2x(modality: str, source: Path, root: Path) -> PrepareReport:
     """The reference's T-T+X data (`<modality>_t2x.json`)."""
     if modality not in ("image", "video", "audio"):
         raise DataError(f"modality must be image, video or audio, got {modality!r}")
-    return _convert(f"T-T+X {modality} from {source}", _read_json_list(source),
+    return _convert(f"T-T+X {modality} from {source}", read_json_list(source, "source file"),
                     lambda i, item: t2x_record(item, modality, i),
                     Path(root) / T2X_DIR / f"{modality}_instruction_tuning.json")
 
@@ -237,7 +228,7 @@ def prepare_mosit(source: Path, root: Path, media: Path | None = None) -> Prepar
         for sub in ("images", "videos", "audios"):
             if (Path(media) / sub).is_dir():
                 _link_media(Path(media) / sub, Path(root) / MOSIT_DIR / sub)
-    return _convert(f"MosIT from {source}", _read_json_list(source), lambda i, item: mosit_record(item),
+    return _convert(f"MosIT from {source}", read_json_list(source, "source file"), lambda i, item: mosit_record(item),
                     Path(root) / MOSIT_DIR / "mosit_instruction_tuning.json")
 
 

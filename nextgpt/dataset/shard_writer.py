@@ -26,7 +26,8 @@ from typing import Any, Mapping
 
 from ..constants import MODALITIES
 from ..errors import ConfigError, DataError
-from .embeddings import as_string_list, embedding_path, read_json_list
+from ..json_files import read_json_list
+from .embeddings import as_string_list, embedding_path
 
 logger = logging.getLogger(__name__)
 

@@ -14,26 +14,16 @@ Media paths are written relative to the manifest's folder; `media_root` is where
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import DataError
+from ..json_files import read_json
 from .manifest import write_manifest
 
 __all__ = ["CONVERTERS", "convert"]
-
-
-def _read_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"annotation file not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
 
 
 def _key(data: Any, key: str, path: Any) -> Any:
@@ -56,7 +46,7 @@ def _caption_or_generation(samples: list[dict[str, Any]], task: str, modality: s
 
 def coco_karpathy(annotations: str, media_root: str, rel: Callable[[str], str], task: str = "image_caption",
                   split: str = "test", dataset: str = "coco", **_: Any) -> list[dict[str, Any]]:
-    images = _key(_read_json(annotations), "images", annotations)
+    images = _key(read_json(annotations, "annotation file"), "images", annotations)
     samples = []
     for im in images:
         if im.get("split") != split:
@@ -75,7 +65,7 @@ def flickr30k(annotations: str, media_root: str, rel: Callable[[str], str], task
 
 def nocaps(annotations: str, media_root: str, rel: Callable[[str], str], task: str = "image_caption",
            **_: Any) -> list[dict[str, Any]]:
-    data = _read_json(annotations)
+    data = read_json(annotations, "annotation file")
     refs: dict[Any, list[str]] = {}
     for ann in _key(data, "annotations", annotations):
         refs.setdefault(ann["image_id"], []).append(ann["caption"])
@@ -90,9 +80,9 @@ def vqav2(annotations: str, media_root: str, rel: Callable[[str], str], question
     if questions is None:
         raise DataError("vqav2: --questions (the *_questions.json file) is needed besides the annotations")
     answers = {a["question_id"]: [x["answer"] for x in a["answers"]]
-               for a in _key(_read_json(annotations), "annotations", annotations)}
+               for a in _key(read_json(annotations, "annotation file"), "annotations", annotations)}
     samples = []
-    for q in _key(_read_json(questions), "questions", questions):
+    for q in _key(read_json(questions, "question file"), "questions", questions):
         if q["question_id"] not in answers:
             raise DataError(f"{annotations}: no answers for question {q['question_id']}")
         samples.append({"id": str(q["question_id"]), "dataset": dataset, "task": "vqa",
@@ -103,7 +93,7 @@ def vqav2(annotations: str, media_root: str, rel: Callable[[str], str], question
 
 def msrvtt(annotations: str, media_root: str, rel: Callable[[str], str], task: str = "video_caption",
            split: str = "test", video_ext: str = "mp4", **_: Any) -> list[dict[str, Any]]:
-    data = _read_json(annotations)
+    data = read_json(annotations, "annotation file")
     refs: dict[str, list[str]] = OrderedDict()
     for video in _key(data, "videos", annotations):
         if video.get("split", split) == split:
@@ -127,14 +117,14 @@ def msvd_qa(annotations: str, media_root: str, rel: Callable[[str], str], mappin
             names[int(vid.removeprefix("vid"))] = clip
     return [{"id": str(q["id"]), "dataset": "msvd_qa", "task": "video_qa",
              "video": rel(f"{names[q['video_id']]}.{video_ext}"), "question": q["question"], "answers": [q["answer"]]}
-            for q in _read_json(annotations)]
+            for q in read_json(annotations, "annotation file")]
 
 
 def msrvtt_qa(annotations: str, media_root: str, rel: Callable[[str], str], video_ext: str = "mp4",
               **_: Any) -> list[dict[str, Any]]:
     return [{"id": str(q["id"]), "dataset": "msrvtt_qa", "task": "video_qa",
              "video": rel(f"video{q['video_id']}.{video_ext}"), "question": q["question"], "answers": [q["answer"]]}
-            for q in _read_json(annotations)]
+            for q in read_json(annotations, "annotation file")]
 
 
 def audiocaps(annotations: str, media_root: str, rel: Callable[[str], str], task: str = "audio_caption",

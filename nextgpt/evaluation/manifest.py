@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..json_files import read_json
 from .tasks import TASKS, Task, get_task
 
 __all__ = ["Sample", "load_manifest", "write_manifest"]
@@ -88,12 +89,7 @@ def load_manifest(path: str | Path, task: str | Task) -> list[Sample]:
     """Read and check a manifest for `task`; DataError names the sample and field of the first problem."""
     task = get_task(task) if isinstance(task, str) else task
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"manifest not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
+    data = read_json(path, "manifest")
     if not isinstance(data, list) or not data:
         raise DataError(f"{path}: a manifest is a non-empty JSON list of samples (data/README.md)")
     samples = [_sample(raw, i, task, path.parent, str(path)) for i, raw in enumerate(data)]

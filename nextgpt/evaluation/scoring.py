@@ -6,12 +6,12 @@ and CLIPSIM compare each generated file with its caption ({id: caption}).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import DataError
+from ..json_files import read_json
 from .tasks import METRICS
 
 __all__ = ["ScoreResult", "read_json_object", "score_metric", "score_task"]
@@ -27,13 +27,7 @@ class ScoreResult:
 
 
 def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what}: file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
+    data = read_json(path, f"{what} file")
     if not isinstance(data, dict):
         raise DataError(f"{path}: {what} must be a JSON object mapping sample id -> value")
     return {str(k): v for k, v in data.items()}
