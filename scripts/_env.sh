@@ -19,6 +19,14 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
 else
   echo "[env] .venv is up to date"
 fi
+# The package must be this checkout's: after the checkout moved, or with a .venv another worktree installed into,
+# scripts run from elsewhere (subprocesses, the launcher) would silently import that other tree's code.
+installed="$(cd / && "$VENV/bin/python" -c 'import importlib.util as u, os; s = u.find_spec("nextgpt")
+print(os.path.realpath(s.origin) if s and s.origin else "")' 2>/dev/null || true)"
+if [ "$installed" != "$(cd "$ROOT" && pwd -P)/nextgpt/__init__.py" ]; then
+  echo "[env] installing nextgpt from $ROOT (the environment's was: ${installed:-none})"
+  "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT"
+fi
 # DeepSpeed JIT-compiles C++ ops; keep them in the checkout so they survive between runs (per venv).
 export TORCH_EXTENSIONS_DIR="$ROOT/.cache/torch_extensions"
 export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"
