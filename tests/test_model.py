@@ -175,7 +175,7 @@ def test_ten_steps_on_one_batch_lower_each_component(tiny_models, objective, ext
     trainable = apply_stage_preset(model, 3)
     batch = make_batch(model)
     optimizer = torch.optim.AdamW([p for ps in trainable.values() for p in ps], lr=3e-3)
-    first = {k: float(v) for k, v in run(model, batch).losses.items()}
+    first = {k: float(v.detach()) for k, v in run(model, batch).losses.items()}
     for _ in range(10):
         optimizer.zero_grad()
         run(model, batch).loss.backward()  # same noise and timesteps every step: a deterministic objective

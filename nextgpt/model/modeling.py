@@ -7,6 +7,7 @@ the tokenizer; frozen parts (LLM base, ImageBind, decoders) are referenced by pa
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -251,7 +252,12 @@ class NextGPTModel(nn.Module):
 
         if self.has_lora:
             return
-        self.llm = get_peft_model(self.llm, peft_lora_config(lora))
+        with warnings.catch_warnings():
+            # peft still reads transformers' deprecated `is_gradient_checkpointing`: a warning on every load that
+            # no caller of ours can act on
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
+            self.llm = get_peft_model(self.llm, peft_lora_config(lora))
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Every trainable-in-some-stage parameter, by group (the names the stage presets and lrs use).
