@@ -96,7 +96,7 @@ def trained(tiny_models, samples_dir, tmp_path_factory) -> dict[str, Path]:
                     str(pairs / kind / f"{kind}.json"), "--media", str(pairs / kind / folder), "--root", str(root),
                     "--limit", "4"])
         assert proc.returncode == 0, proc.stderr
-        assert f"4 written, 0 bad, 0 with missing media" in proc.stdout
+        assert "4 written, 0 bad, 0 with missing media" in proc.stdout
     (tmp / "my_datasets.yaml").write_text(yaml.safe_dump({"root": "data/T_X_pair_data/audiocap", "datasets": {
         "my_sounds": {"data_path": "audiocap_comprehension.json", "audio_folder": "audios"}}}))
     machine_a = tmp / "machine_a"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator

@@ -25,8 +25,8 @@ def precompute_catalog_embeddings(data_root: str | Path, decoders: dict[str, str
     """Caption embeddings of every catalog dataset (or of `names`) that has an embedding folder and whose JSON
     exists under `data_root`, with each modality's decoder. Returns how many files were written."""
     from nextgpt.dataset.embeddings import precompute_caption_embeddings
-    from nextgpt.json_files import read_json_list
     from nextgpt.dataset.mixture import resolve_params
+    from nextgpt.json_files import read_json_list
     from nextgpt.model.multimodal_decoder import load_decoder
 
     loaded = {}
